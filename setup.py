@@ -1,0 +1,31 @@
+"""ament_python package definition; also installs into a plain venv with pip."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "graspvla_ros"
+
+NODES = {
+    "controller_node": "graspvla_ros.nodes.controller_node:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="graspvla_ros developers",
+    maintainer_email="graspvla-ros@example.org",
+    description="ROS 2 stack running the GraspVLA grasping VLA on a Franka arm with two RealSense cameras.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    tests_require=["pytest"],
+    entry_points={"console_scripts": [f"{name} = {target}" for name, target in NODES.items()]},
+)
