@@ -8,6 +8,9 @@ PACKAGE = "graspvla_ros"
 NODES = {
     "controller_node": "graspvla_ros.nodes.controller_node:main",
 }
+TOOLS = {
+    "graspvla": "graspvla_ros.model.cli:main",
+}
 
 setup(
     name=PACKAGE,
@@ -27,5 +30,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     tests_require=["pytest"],
-    entry_points={"console_scripts": [f"{name} = {target}" for name, target in NODES.items()]},
+    entry_points={
+        "console_scripts": [f"{name} = {target}" for name, target in {**NODES, **TOOLS}.items()]
+    },
 )

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`; each module also runs alone (`python -m benchmarks.bench_x`)."""

@@ -1,0 +1,66 @@
+"""The one description of the ROS graph: which nodes run, with which parameters and remaps.
+
+Both `launch/*.launch.py` (apt ROS 2 on a robot) and `graspvla_ros.bringup` (the project's
+own runner behind `make demo` and the tests) are generated from these specs, so they
+cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "graspvla_ros"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph.
+
+    `executable` is the console script installed by setup.py (what launch_ros runs);
+    `module` is the same program as a Python module (what the bringup runner runs).
+    `params_files` are names inside config/; `params` override them.
+    """
+
+    name: str
+    executable: str
+    module: str
+    params_files: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    remaps: dict[str, str] = field(default_factory=dict)
+    namespace: str = ""
+
+    def ros_args(self, config_dir: Path = CONFIG_DIR) -> list[str]:
+        """Command-line arguments (`--ros-args ...`) that realise this spec."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
+        for f in self.params_files:
+            args += ["--params-file", str(config_dir / f)]
+        for key, value in self.params.items():
+            args += ["-p", f"{key}:={format_param(value)}"]
+        for src, dst in self.remaps.items():
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as `-p key:=value` expects it (YAML syntax)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_param(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if value and all(c.isalnum() or c in "_./-" for c in value) else repr(value)
+    return repr(value)
+
+
+def controller(**params: Any) -> NodeSpec:
+    return NodeSpec(
+        name="controller",
+        executable="controller_node",
+        module="graspvla_ros.nodes.controller_node",
+        params_files=("controller.yaml",),
+        params=params,
+    )
