@@ -64,3 +64,16 @@ def controller(**params: Any) -> NodeSpec:
         params_files=("controller.yaml",),
         params=params,
     )
+
+
+def sim_graph() -> list[NodeSpec]:
+    """The whole stack against the simulated world (no hardware)."""
+    return [controller(robot_ip="127.0.0.1")]
+
+
+def robot_graph() -> list[NodeSpec]:
+    """The whole stack on a real Franka with two RealSense cameras."""
+    return [controller()]
+
+
+GRAPHS = {"sim": sim_graph, "robot": robot_graph}

@@ -1,0 +1,117 @@
+"""The project's own launcher: starts a graph of `NodeSpec`s as child processes.
+
+`ros2 launch` is not available from PyPI, so `make demo`, the tests and the benchmarks bring
+the graph up with this runner instead. It runs exactly the specs that `launch/*.launch.py`
+hand to launch_ros, so the two cannot drift.
+
+    python -m graspvla_ros.bringup sim            # the whole stack in simulation
+    python -m graspvla_ros.bringup sim --print    # show the command lines only
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO
+
+from graspvla_ros.graph import GRAPHS, NodeSpec
+
+
+class NodeProcess:
+    """One running node; its output is forwarded line by line with a `[name]` prefix."""
+
+    def __init__(self, spec: NodeSpec, out: IO[str]):
+        self.spec = spec
+        self.cmd = [sys.executable, "-m", spec.module, *spec.ros_args()]
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._pump = threading.Thread(target=self._forward, args=(out,), daemon=True)
+        self._pump.start()
+
+    def _forward(self, out: IO[str]) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            out.write(f"[{self.spec.name}] {line}")
+            out.flush()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT (a clean rclpy shutdown), then SIGTERM, then SIGKILL to the process group."""
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        self._pump.join(timeout=1.0)
+        return self.proc.wait()
+
+
+class Bringup:
+    """Context manager that starts the given nodes and stops them in reverse order."""
+
+    def __init__(self, specs: Sequence[NodeSpec], out: IO[str] = sys.stdout):
+        self.specs = list(specs)
+        self.out = out
+        self.procs: list[NodeProcess] = []
+
+    def __enter__(self) -> Bringup:
+        try:
+            for spec in self.specs:
+                self.procs.append(NodeProcess(spec, self.out))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def failed(self) -> list[tuple[str, int]]:
+        """Nodes that have exited, with their return codes."""
+        return [(p.spec.name, p.proc.returncode) for p in self.procs if p.proc.poll() is not None]
+
+    def stop(self) -> dict[str, int]:
+        codes = {p.spec.name: p.stop() for p in reversed(self.procs)}
+        self.procs.clear()
+        return codes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("graph", choices=sorted(GRAPHS), help="which graph to bring up")
+    parser.add_argument("--print", action="store_true", help="print the command lines and exit")
+    args = parser.parse_args(argv)
+    specs = GRAPHS[args.graph]()
+    if args.print:
+        for spec in specs:
+            print(" ".join([sys.executable, "-m", spec.module, *spec.ros_args()]))
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Bringup(specs) as graph:
+        try:
+            while not stop.is_set() and not graph.failed():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        dead = graph.failed()
+    if dead:
+        print(f"bringup: node(s) exited: {dead}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
