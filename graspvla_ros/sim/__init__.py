@@ -1,0 +1,1 @@
+"""Simulation: franky-sim (MuJoCo, libfranka protocol) embedded in-process, and the table world."""

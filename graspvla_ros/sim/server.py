@@ -1,0 +1,139 @@
+"""franky-sim embedded in-process: an FR3 in MuJoCo that speaks the libfranka protocol.
+
+A `SimServer` binds the robot (port 1337) and gripper (port 1338) servers to one loopback
+address, so several simulated robots (one per test worker) can run side by side. Bodies can
+be added to the MJCF scene before start; afterwards `model`/`data` are the live MuJoCo
+objects, and readers that need a consistent snapshot (cameras, ground truth) hold `lock`,
+which the physics loop holds while it steps.
+
+    python -m graspvla_ros.sim.server --host 127.0.0.2 --cube   # as a separate process
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+import mujoco
+from franky_sim import SimulationServer
+from franky_sim.mujoco_simulator import MujocoSimulator
+
+ROBOT_PORT = 1337
+GRIPPER_PORT = 1338
+CUBE_SIZE = 0.04
+
+
+def add_cube(worldbody: ET.Element, name: str = "cube", pos=(0.5, 0.0, CUBE_SIZE / 2),
+             size: float = CUBE_SIZE, rgba: str = "0.85 0.15 0.15 1") -> ET.Element:
+    """A free, graspable cube (default 4 cm, 50 g) resting on the ground."""
+    body = ET.SubElement(worldbody, "body", name=name, pos=" ".join(f"{v:g}" for v in pos))
+    ET.SubElement(body, "freejoint", name=f"{name}_joint")
+    ET.SubElement(body, "geom", name=f"{name}_geom", type="box", size=f"{size / 2:g} {size / 2:g} {size / 2:g}",
+                  rgba=rgba, mass="0.05", friction="1.5 0.01 0.001", condim="4")
+    return body
+
+
+class _LockedSimulationServer(SimulationServer):
+    """The franky-sim control loop, stepping under a lock that readers can take."""
+
+    def __init__(self, sim: MujocoSimulator, host: str, lock: threading.Lock):
+        super().__init__(sim, hostname_candidates=[host])
+        self._lock = lock
+
+    def _run_loop(self, realtime: bool | float) -> None:
+        period = 0.001 * float(realtime)
+        while self.running:
+            start = time.perf_counter()
+            with self._lock:
+                for rs in self.robot_servers:
+                    rs.process_commands()
+                self.sim.step()
+                for rs in self.robot_servers:
+                    rs.send_state()
+            time.sleep(max(0.0, period - (time.perf_counter() - start)))
+
+
+class SimServer:
+    """One simulated FR3 + gripper served on `host` (a 127.x.y.z address)."""
+
+    def __init__(self, host: str = "127.0.0.1",
+                 scene: Callable[[ET.Element], None] | None = None, realtime: float = 1.0):
+        if not host.startswith("127."):
+            raise ValueError(f"franky-sim must bind a loopback address (127.x.y.z), got {host!r}")
+        self.host = host
+        self.realtime = realtime
+        self.lock = threading.Lock()
+        self.sim = MujocoSimulator()
+        self.sim.init()
+        self.sim.add_robot()
+        if scene is not None:
+            scene(self.sim.worldbody)
+        self._server = _LockedSimulationServer(self.sim, host, self.lock)
+        self._started = False
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        return self.sim.model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        return self.sim.data
+
+    def start(self, timeout: float = 10.0) -> SimServer:
+        self._server.init()
+        self._server.run_async(self.realtime)
+        self._started = True
+        deadline = time.monotonic() + timeout
+        for port in (ROBOT_PORT, GRIPPER_PORT):
+            while not _port_open(self.host, port):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"franky-sim did not open {self.host}:{port} in {timeout} s")
+                time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            self._server.cleanup()
+        if not self.sim.is_cleaned_up:
+            self.sim.cleanup()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def body_position(self, name: str):
+        """World position of a named body (a copy, read under the lock)."""
+        with self.lock:
+            return self.data.body(name).xpos.copy()
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run franky-sim (FR3 in MuJoCo) on a loopback address.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.x.y.z)")
+    parser.add_argument("--cube", action="store_true", help="add a 4 cm cube at (0.5, 0, 0.02) m")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with SimServer(args.host, scene=add_cube if args.cube else None):
+        print(f"franky-sim ready on {args.host}:{ROBOT_PORT}", flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
