@@ -1,7 +1,12 @@
 """Session-wide guards shared by every test module."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -22,3 +27,37 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+_sim_hosts = iter(f"127.0.{(os.getpid() % 200) + 1}.{n}" for n in range(2, 255))
+
+
+@contextlib.contextmanager
+def franky_sim_process(*flags: str):
+    """franky-sim in its own process group on a fresh 127.0.x.y address; stopped by PID."""
+    from graspvla_ros.sim.server import GRIPPER_PORT, _port_open
+
+    host = next(_sim_hosts)
+    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.sim.server", "--host", host, *flags],
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(host, GRIPPER_PORT):
+            assert proc.poll() is None, f"franky-sim exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "franky-sim did not open its ports in 30 s"
+            time.sleep(0.05)
+        yield host
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def sim_host():
+    """A franky-sim robot with a 4 cm cube at (0.5, 0, 0.02) m, shared by one test module."""
+    with franky_sim_process("--cube") as host:
+        yield host
