@@ -7,6 +7,7 @@ PACKAGE = "graspvla_ros"
 
 NODES = {
     "controller_node": "graspvla_ros.nodes.controller_node:main",
+    "scripted_chunks_node": "graspvla_ros.nodes.scripted_chunks_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.model.cli:main",

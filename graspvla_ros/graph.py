@@ -66,6 +66,17 @@ def controller(**params: Any) -> NodeSpec:
     )
 
 
+def scripted_chunks(**params: Any) -> NodeSpec:
+    """The demo's stand-in policy: streams a scripted square + gripper close/open, then exits."""
+    return NodeSpec(
+        name="scripted_chunks",
+        executable="scripted_chunks_node",
+        module="graspvla_ros.nodes.scripted_chunks_node",
+        params_files=("scripted_chunks.yaml",),
+        params=params,
+    )
+
+
 def sim_graph() -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware)."""
     return [controller(robot_ip="127.0.0.1")]

@@ -1,0 +1,105 @@
+"""scripted_chunks_node: a stand-in for the policy that streams a scripted square + gripper
+close/open to the controller at 5 Hz, then logs tracking error and chunk-switch speed and exits.
+
+Each chunk is anchored at the latest TCP pose from the controller's pose topic, as GraspVLA's
+chunks are. Topics and parameters: docs/interfaces.md (## Controller).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from graspvla_ros.chunk import Pose
+from graspvla_ros.demo_chunks import evaluate, speeds, square_path, stream
+from graspvla_ros.nodes import chunk_msg
+from graspvla_ros.nodes.common import declare, run
+
+DEFAULTS = {
+    "side": 0.08,             # m, edge of the square
+    "speed": 0.04,            # m/s along the edges
+    "gripper_hold": 1.5,      # s the gripper stays closed, then open
+    "inference_latency": 0.0,  # s between observation and chunk (simulated model time)
+    "start_timeout": 60.0,    # s to wait for the controller's pose and subscription
+}
+
+
+class ScriptedChunksNode(Node):
+    def __init__(self) -> None:
+        super().__init__("scripted_chunks")
+        self.p = declare(self, DEFAULTS)
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, Pose, str]] = []
+        self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)
+        self.pub = self.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+        self.metrics = None
+        self._worker = threading.Thread(target=self._run, name="scripted-chunks", daemon=True)
+        self._worker.start()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        pose = Pose.from_xyz_quat((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self._lock:
+            self._samples.append((stamp, pose, msg.header.frame_id))
+
+    def _latest(self) -> tuple[float, Pose, str]:
+        with self._lock:
+            return self._samples[-1]
+
+    def _wait(self, ready, what: str) -> None:
+        deadline = time.monotonic() + self.p["start_timeout"]
+        while not ready():
+            if time.monotonic() > deadline or not rclpy.ok(context=self.context):
+                raise TimeoutError(f"gave up waiting for {what}")
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        try:
+            self._wait(lambda: self._samples, "the TCP pose on /graspvla/ee_pose")
+            # the controller subscribes once it has homed the arm
+            self._wait(lambda: self.pub.get_subscription_count() > 0, "a controller on /graspvla/action_chunk")
+            time.sleep(0.5)
+            _, start, frame = self._latest()
+            path = square_path(start, self.p["side"], self.p["speed"], gripper_hold=self.p["gripper_hold"])
+            self.get_logger().info(f"streaming a {self.p['side'] * 100:.0f} cm square at "
+                                   f"{self.p['speed'] * 100:.0f} cm/s, then gripper close/open ({path.duration:.1f} s)")
+            clock_ns = lambda: self.get_clock().now().nanoseconds  # noqa: E731
+            t0, sent = stream(path, clock_ns, lambda: self._latest()[1], lambda c: self.pub.publish(chunk_msg.encode(c)),
+                              latency=self.p["inference_latency"], frame_id=frame)
+            self._wait_still()
+            with self._lock:
+                times = np.array([s[0] for s in self._samples])
+                positions = np.array([s[1].position for s in self._samples])
+            self.metrics = evaluate(path, t0, times, positions, sent, positions[-1])
+            for line in self.metrics.lines():
+                self.get_logger().info(line)
+        except Exception as err:  # report and end the node: the controller keeps the arm safe
+            self.get_logger().error(f"scripted chunks stopped: {err}")
+        finally:
+            rclpy.try_shutdown(context=self.context)
+
+    def _wait_still(self, timeout: float = 5.0) -> None:
+        """Until the TCP moved < 1 mm/s over the last 0.3 s (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            with self._lock:
+                recent = [(t, p.position) for t, p, _ in self._samples[-60:]]
+            t, x = np.array([r[0] for r in recent]), np.array([r[1] for r in recent])
+            if len(t) > 10 and t[-1] - t[0] > 0.2 and speeds(t, x)[1].max() < 1e-3:
+                return
+
+
+def main(args: list[str] | None = None) -> int:
+    return run(ScriptedChunksNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
