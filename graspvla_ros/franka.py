@@ -112,6 +112,7 @@ class FrankaExecutor:
         self._last_stamp_ns: int | None = None
         self._last_chunk_ns = 0
         self._gripper_command = GRIPPER_OPEN
+        self._gripper_width = 0.0
         self._gripper_jobs: list[tuple[int, float]] = []
         self._running = False
         self._threads: list[threading.Thread] = []
@@ -128,6 +129,7 @@ class FrankaExecutor:
         except Exception as err:  # libfranka raises several exception types here
             raise explain_connection_error(self.host, err) from err
         self._robot.relative_dynamics_factor = self.dynamics_factor
+        self._gripper_width = float(self._gripper.width)
         if self._robot.has_errors:
             self._robot.recover_from_errors()
         self._running = True
@@ -158,17 +160,18 @@ class FrankaExecutor:
 
     # --- state ------------------------------------------------------------------------
     def read_state(self) -> RobotState:
-        cart = self._robot.current_cartesian_state
-        ee = cart.pose.end_effector_pose
+        """The latest robot state: one libfranka state snapshot (~1 ms) and the gripper width
+        cached by the gripper thread (reading the gripper directly would wait on its server)."""
+        s = self._robot.state
+        ee = s.O_T_EE
         flange = Pose.from_xyz_quat(ee.translation, ee.quaternion)
-        joints = self._robot.current_joint_state
         return RobotState(
             stamp_ns=self.clock(),
             ee=Pose(flange.position + flange.rotation @ self.tcp_offset, flange.rotation),
-            ee_speed=float(np.linalg.norm(cart.velocity.end_effector_twist.linear)),
-            joints=np.asarray(joints.position, float),
-            joint_velocities=np.asarray(joints.velocity, float),
-            gripper_width=float(self._gripper.width),
+            ee_speed=float(np.linalg.norm(s.O_dP_EE_c.linear)),
+            joints=np.asarray(s.q, float),
+            joint_velocities=np.asarray(s.dq, float),
+            gripper_width=self._gripper_width,
         )
 
     def _set_state(self, state: ControllerState, why: str) -> None:
@@ -226,8 +229,12 @@ class FrankaExecutor:
             self._pending = None
         self._stop_motion()
         self.move_to(Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY))
-        self._gripper.move(self.gripper_settings.open_width, self.gripper_settings.speed)
-        self._gripper_command = GRIPPER_OPEN
+        with self._lock:
+            self._gripper_jobs = [(0, GRIPPER_OPEN)]
+        self._gripper_command = None  # forces the open command; set again once it has run
+        deadline = time.monotonic() + 5.0
+        while self._gripper_command is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         with self._lock:
             self._set_state(ControllerState.IDLE, "homed")
 
@@ -367,11 +374,11 @@ class FrankaExecutor:
                 command = ready[-1][1] if ready else None
             if command is not None and command != self._gripper_command:
                 self._run_gripper(command)
+            self._gripper_width = float(self._gripper.width)
             time.sleep(0.01)
 
     def _run_gripper(self, command: float) -> None:
         g = self.gripper_settings
-        self._gripper_command = command
         try:
             if command == GRIPPER_CLOSE:
                 self._gripper.grasp(g.grasp_width, g.speed, g.force, g.epsilon_inner, g.epsilon_outer)
@@ -379,3 +386,5 @@ class FrankaExecutor:
                 self._gripper.move(g.open_width, g.speed)
         except Exception as err:  # GripperException/CommandException: report, keep the arm loop alive
             log.warning("gripper command %+.0f failed: %s", command, err)
+        finally:
+            self._gripper_command = command

@@ -61,3 +61,37 @@ def sim_host():
     """A franky-sim robot with a 4 cm cube at (0.5, 0, 0.02) m, shared by one test module."""
     with franky_sim_process("--cube") as host:
         yield host
+
+
+@pytest.fixture
+def ros_node(request):
+    """A plain rclpy node spun in a background thread, for talking to the nodes under test."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"test_{request.node.name[:40].replace('[', '_').replace(']', '_').replace('-', '_')}",
+                             context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield node
+    executor.shutdown()
+    thread.join(timeout=5)
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` until it is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,152 @@
+"""controller_node: streams GraspVLA action chunks to a Franka arm through franky.
+
+Topics, services and parameters: docs/interfaces.md (## Controller).
+"""
+from __future__ import annotations
+
+import sys
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from graspvla_ros.franka import FrankaExecutor, GripperSettings
+from graspvla_ros.nodes import chunk_msg
+from graspvla_ros.nodes.common import declare, run
+from graspvla_ros.safety import ChunkRejected, ControllerState, SafetyLimits
+
+DEFAULTS = {
+    "robot_ip": "172.16.0.2",
+    "realtime": False,
+    "relative_dynamics_factor": 0.3,
+    "strategy": "streaming",
+    "state_rate_hz": 200.0,
+    "tcp_offset": 0.0,
+    "base_frame": "base",
+    "arm_id": "fr3",
+    "home_on_start": True,
+    "max_recoveries": 3,
+    "gripper": {"force": 35.0, "speed": 0.1, "grasp_width": 0.0, "epsilon_inner": 0.005,
+                "epsilon_outer": 0.08, "open_width": 0.08},
+    "safety": {"workspace_min": [0.2, -0.4, 0.0], "workspace_max": [0.8, 0.4, 0.6],
+               "max_step_translation": 0.02, "max_step_rotation": 0.05, "max_chunk_age": 0.5,
+               "hold_timeout": 1.0},
+}
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class ControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("controller")
+        p = declare(self, DEFAULTS)
+        limits = SafetyLimits(
+            workspace_min=tuple(p["safety.workspace_min"]), workspace_max=tuple(p["safety.workspace_max"]),
+            max_step_translation=p["safety.max_step_translation"], max_step_rotation=p["safety.max_step_rotation"],
+            max_chunk_age=p["safety.max_chunk_age"], hold_timeout=p["safety.hold_timeout"], frame_id=p["base_frame"])
+        gripper = GripperSettings(**{k: p[f"gripper.{k}"] for k in DEFAULTS["gripper"]})
+        self.base_frame = p["base_frame"]
+        arm = p["arm_id"]
+        self.joint_names = [f"{arm}_joint{i}" for i in range(1, 8)] + [f"{arm}_finger_joint1", f"{arm}_finger_joint2"]
+
+        self.state_pub = self.create_publisher(String, "~/state", LATCHED)
+        self.rejection_pub = self.create_publisher(String, "~/rejection", 10)
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.pose_pub = self.create_publisher(PoseStamped, "/graspvla/ee_pose", 10)
+        self.width_pub = self.create_publisher(Float64, "/graspvla/gripper_width", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.robot = FrankaExecutor(
+            p["robot_ip"], strategy=p["strategy"], limits=limits, gripper=gripper, realtime=p["realtime"],
+            dynamics_factor=p["relative_dynamics_factor"], tcp_offset=p["tcp_offset"],
+            max_recoveries=p["max_recoveries"], clock=lambda: self.get_clock().now().nanoseconds)
+        self.robot.on_state_change = lambda state, why: self._publish_state(state, why)
+        self._publish_state(ControllerState.IDLE, "connecting")
+        self.robot.connect()
+        if p["home_on_start"]:
+            self.robot.home()
+
+        services = MutuallyExclusiveCallbackGroup()  # homing blocks for seconds: off the state timer's path
+        for name, action in (("home", self.robot.home), ("estop", self.robot.estop),
+                             ("release", self.robot.release), ("recover", self.robot.recover)):
+            self.create_service(Trigger, f"~/{name}", self._trigger(name, action), callback_group=services)
+        # separate groups: a busy state timer must never starve chunk reception
+        self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0 / p["state_rate_hz"], self._publish_robot_state,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"connected to {p['robot_ip']} ({p['strategy']}, dynamics {p['relative_dynamics_factor']})")
+
+    def _trigger(self, name, action):
+        def handle(_request, response):
+            try:
+                action()
+                response.success, response.message = True, f"{name}: done, state {self.robot.state.value}"
+            except Exception as err:  # report to the caller; the executor keeps the arm safe
+                response.success, response.message = False, f"{name} failed: {err}"
+            return response
+        return handle
+
+    def _on_chunk(self, msg: MultiDOFJointTrajectory) -> None:
+        try:
+            chunk = chunk_msg.decode(msg)
+        except ValueError as err:
+            self._reject("malformed", str(err))
+            return
+        try:
+            self.robot.submit(chunk)
+        except ChunkRejected as err:
+            self.rejection_pub.publish(String(data=str(err)))
+
+    def _reject(self, reason: str, detail: str) -> None:
+        if self.robot.rejections.record(reason):
+            self.get_logger().warning(f"chunk rejected: {reason}: {detail}")
+        self.rejection_pub.publish(String(data=f"{reason}: {detail}"))
+
+    def _publish_state(self, state: ControllerState, why: str) -> None:
+        self.state_pub.publish(String(data=state.value))
+        self.get_logger().info(f"state {state.value}: {why}")
+
+    def _publish_robot_state(self) -> None:
+        s = self.robot.read_state()
+        stamp = self.get_clock().now().to_msg()
+        js = JointState(name=self.joint_names, position=[*s.joints, s.gripper_width / 2, s.gripper_width / 2],
+                        velocity=[*s.joint_velocities, 0.0, 0.0])
+        js.header.stamp = stamp
+        self.joint_pub.publish(js)
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.base_frame
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, s.ee.position)
+        q = s.ee.quat_xyzw
+        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = map(float, q)
+        self.pose_pub.publish(pose)
+        self.width_pub.publish(Float64(data=s.gripper_width))
+
+    def _publish_diagnostics(self) -> None:
+        state = self.robot.state
+        level = {ControllerState.FAULT: DiagnosticStatus.ERROR, ControllerState.ESTOPPED: DiagnosticStatus.WARN}.get(
+            state, DiagnosticStatus.OK)
+        values = [KeyValue(key=f"rejected.{k}", value=str(v)) for k, v in sorted(self.robot.rejections.counts.items())]
+        values.append(KeyValue(key="reflex_errors", value=str(self.robot.reflex_count)))
+        msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name="graspvla/controller", message=state.value,
+                                                       hardware_id=self.robot.host, values=values)])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def close(self) -> None:
+        self.robot.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run(ControllerNode, args, threads=4)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

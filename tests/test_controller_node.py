@@ -1,0 +1,103 @@
+"""controller_node over real rclpy against franky-sim, started the way bringup starts it."""
+import threading
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from conftest import wait_for
+from graspvla_ros.bringup import Bringup
+from graspvla_ros.chunk import ActionChunk, Pose
+from graspvla_ros.graph import controller
+from graspvla_ros.nodes import chunk_msg
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
+
+class Listener:
+    def __init__(self, node):
+        self.lock = threading.Lock()
+        self.poses, self.joint_stamps, self.states, self.rejections = [], [], [], []
+        node.create_subscription(PoseStamped, "/graspvla/ee_pose", self._pose, 50)
+        node.create_subscription(JointState, "/joint_states", lambda m: self._add(self.joint_stamps, time.monotonic()), 50)
+        node.create_subscription(String, "/controller/state", lambda m: self._add(self.states, m.data),
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        node.create_subscription(String, "/controller/rejection", lambda m: self._add(self.rejections, m.data), 10)
+
+    def _add(self, items, value):
+        with self.lock:
+            items.append(value)
+
+    def _pose(self, m):
+        p, q = m.pose.position, m.pose.orientation
+        self._add(self.poses, (m.header.stamp, Pose.from_xyz_quat((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+
+    def latest(self):
+        with self.lock:
+            return self.poses[-1]
+
+
+@pytest.fixture(scope="module")
+def controller_graph(sim_host):
+    with Bringup([controller(robot_ip=sim_host, **{"safety.hold_timeout": 0.6})]) as graph:
+        yield graph
+
+
+def call(node, name):
+    client = node.create_client(Trigger, name)
+    assert client.wait_for_service(timeout_sec=20), f"service {name} not available"
+    future = client.call_async(Trigger.Request())
+    return wait_for(lambda: future.done() and future.result(), 30, f"{name} response")
+
+
+def test_chunks_on_the_topic_move_the_arm_and_state_streams(controller_graph, ros_node):
+    listen = Listener(ros_node)
+    pub = ros_node.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+    wait_for(lambda: listen.poses, 30, "the controller's EE pose")
+    assert call(ros_node, "/controller/home").success
+    wait_for(lambda: pub.get_subscription_count() > 0, 10, "the controller to subscribe")
+
+    n0, t0 = len(listen.joint_stamps), time.monotonic()
+    time.sleep(2.0)
+    joint_rate = (len(listen.joint_stamps) - n0) / (time.monotonic() - t0)
+    assert joint_rate >= 100, f"/joint_states at {joint_rate:.0f} Hz, expected >= 100 Hz"
+
+    _, start = listen.latest()
+    for _ in range(5):
+        _, anchor = listen.latest()
+        now = ros_node.get_clock().now().nanoseconds
+        rows = [[0.004, 0, 0, 0, 0, 0, 0]] * 8
+        pub.publish(chunk_msg.encode(ActionChunk(now, 0.1, "base", np.array(rows, float), anchor)))
+        time.sleep(0.2)
+    wait_for(lambda: "HOLDING" in listen.states, 10, "the watchdog to hold")
+    _, end = listen.latest()
+    assert end.position[0] - start.position[0] > 0.02, (listen.rejections, listen.states)
+    assert "RUNNING" in listen.states
+
+
+def test_bad_chunks_are_rejected_with_a_reason_and_estop_latches(controller_graph, ros_node):
+    listen = Listener(ros_node)
+    pub = ros_node.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+    wait_for(lambda: listen.poses, 30, "the controller's EE pose")
+    wait_for(lambda: pub.get_subscription_count() > 0, 10, "the controller to subscribe")
+    _, anchor = listen.latest()
+    old = ros_node.get_clock().now().nanoseconds - 2_000_000_000
+    pub.publish(chunk_msg.encode(ActionChunk(old, 0.1, "base", np.zeros((8, 7)), anchor)))
+    wrong_frame = chunk_msg.encode(ActionChunk(ros_node.get_clock().now().nanoseconds, 0.1, "camera", np.zeros((8, 7)), anchor))
+    pub.publish(wrong_frame)
+    wait_for(lambda: len(listen.rejections) >= 2, 10, "two rejections")
+    assert any(r.startswith("too_old") for r in listen.rejections)
+    assert any(r.startswith("unknown_frame") for r in listen.rejections)
+
+    assert call(ros_node, "/controller/estop").success
+    wait_for(lambda: listen.states and listen.states[-1] == "ESTOPPED", 10, "ESTOPPED state")
+    pub.publish(chunk_msg.encode(ActionChunk(ros_node.get_clock().now().nanoseconds, 0.1, "base", np.zeros((8, 7)), anchor)))
+    wait_for(lambda: any(r.startswith("estopped") for r in listen.rejections), 10, "the e-stop to refuse a chunk")
+    assert call(ros_node, "/controller/release").success
+    wait_for(lambda: listen.states[-1] == "IDLE", 10, "IDLE after release")
