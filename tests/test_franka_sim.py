@@ -113,7 +113,7 @@ def test_watchdog_holds_when_chunks_stop(executor):
     assert executor.state == ControllerState.RUNNING
     time.sleep(1.0)
     assert executor.state == ControllerState.HOLDING
-    held = executor.read_state().ee.position
+    held = wait_still(executor).ee.position
     time.sleep(0.5)
     np.testing.assert_allclose(executor.read_state().ee.position, held, atol=1e-3)
 
