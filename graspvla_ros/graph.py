@@ -77,6 +77,17 @@ def scripted_chunks(**params: Any) -> NodeSpec:
     )
 
 
+def camera(name: str, **params: Any) -> NodeSpec:
+    """One RealSense colour camera ("front" or "side"); set `serial` per camera on the robot."""
+    return NodeSpec(
+        name=f"{name}_camera",
+        executable="camera_node",
+        module="graspvla_ros.nodes.camera_node",
+        params_files=("camera.yaml",),
+        params={"name": name, **params},
+    )
+
+
 def sim_graph() -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware)."""
     return [controller(robot_ip="127.0.0.1")]
@@ -84,7 +95,7 @@ def sim_graph() -> list[NodeSpec]:
 
 def robot_graph() -> list[NodeSpec]:
     """The whole stack on a real Franka with two RealSense cameras."""
-    return [controller()]
+    return [controller(), camera("front"), camera("side")]
 
 
 GRAPHS = {"sim": sim_graph, "robot": robot_graph}

@@ -1,0 +1,166 @@
+"""camera_node: one RealSense colour camera (front or side) for GraspVLA.
+
+Topics, parameters and diagnostics: docs/interfaces.md (## Cameras).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
+                                 SoftwareCamera, StampedFrames, StreamSettings)
+from graspvla_ros.nodes.common import declare, run
+
+DEFAULTS = {
+    "name": "front",
+    "serial": "",
+    "source": "device",
+    "playback_path": "",
+    "playback_real_time": True,
+    "width": 640,
+    "height": 480,
+    "fps": 30,
+    "enable_depth": False,
+    "auto_exposure": True,
+    "frame_id": "",
+    "qos": "sensor_data",
+    "stall_timeout": 1.0,
+    "diagnostics_period": 1.0,
+}
+SOURCES = ("device", "software", "playback")
+DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
+
+
+def image_qos(name: str) -> QoSProfile:
+    """`sensor_data` (best effort, keep last 5) or `reliable` (keep last 5)."""
+    if name == "sensor_data":
+        return qos_profile_sensor_data
+    if name == "reliable":
+        return QoSProfile(depth=5)
+    raise ValueError(f"qos must be 'sensor_data' or 'reliable', got {name!r}")
+
+
+def camera_info_msg(intr: Intrinsics, frame_id: str) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = intr.width, intr.height
+    msg.distortion_model = intr.model
+    msg.d = list(intr.coeffs)
+    msg.k = [intr.fx, 0.0, intr.ppx, 0.0, intr.fy, intr.ppy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [intr.fx, 0.0, intr.ppx, 0.0, 0.0, intr.fy, intr.ppy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def image_msg(array, encoding: str, frame_id: str, stamp_ns: int) -> Image:
+    msg = Image()
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.height, msg.width = array.shape[:2]
+    msg.encoding = encoding
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def diagnostic_status(st: DriverStatus, name: str, hardware_id: str) -> DiagnosticStatus:
+    values = {"state": st.state, "frames": st.frames, "dropped": st.dropped, "reconnects": st.reconnects,
+              "fps": f"{st.fps:.1f}", "last_error": st.last_error,
+              "last_frame_age_s": "" if st.last_frame_age_s is None else f"{st.last_frame_age_s:.3f}"}
+    return DiagnosticStatus(level=DIAGNOSTIC_LEVELS[st.level], name=name, message=st.message,
+                            hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+class CameraNode(Node):
+    """Publishes one camera's colour (and aligned depth) images with CameraInfo.
+
+    `source` replaces the one the parameters describe (tests hand in a SoftwareCamera whose
+    frames they inject themselves); `node_options` go to rclpy's Node.
+    """
+
+    def __init__(self, source=None, **node_options) -> None:
+        super().__init__("camera", **node_options)
+        p = declare(self, DEFAULTS)
+        self.camera = p["name"]
+        if p["source"] not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {p['source']!r}")
+        settings = StreamSettings(p["width"], p["height"], p["fps"], p["enable_depth"], p["auto_exposure"])
+        self.frame_id = p["frame_id"] or f"{self.camera}_color_optical_frame"
+        self._pattern_stop = threading.Event()
+        self._pattern: threading.Thread | None = None
+        if source is None:
+            source = self._source_from_params(p, settings)
+        self.hardware_id = getattr(source, "serial", "") or source.description
+        qos = image_qos(p["qos"])
+        self.color_pub = self.create_publisher(Image, f"{self.camera}/color/image_raw", qos)
+        self.info_pub = self.create_publisher(CameraInfo, f"{self.camera}/color/camera_info", qos)
+        self.depth_pub = self.depth_info_pub = None
+        if settings.enable_depth:
+            self.depth_pub = self.create_publisher(Image, f"{self.camera}/aligned_depth_to_color/image_raw", qos)
+            self.depth_info_pub = self.create_publisher(
+                CameraInfo, f"{self.camera}/aligned_depth_to_color/camera_info", qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._info: CameraInfo | None = None
+        self.driver = CameraDriver(source, settings, self._publish,
+                                   ros_now_ns=lambda: self.get_clock().now().nanoseconds,
+                                   stall_timeout=p["stall_timeout"])
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self.driver.start()
+        self.get_logger().info(f"camera '{self.camera}' from {source.description}, "
+                               f"{settings.width}x{settings.height}@{settings.fps}")
+
+    def _source_from_params(self, p: dict, settings: StreamSettings):
+        if p["source"] == "playback":
+            if not p["playback_path"]:
+                raise ValueError("source 'playback' needs playback_path (a .db3 recorded with rs.recorder)")
+            return PlaybackFile(p["playback_path"], p["playback_real_time"])
+        if p["source"] == "software":
+            camera = SoftwareCamera(p["serial"] or "SW0001", settings)
+            self._pattern = threading.Thread(target=camera.play_pattern, args=(self._pattern_stop,), daemon=True)
+            self._pattern.start()
+            return camera
+        return RealSenseDevice(p["serial"])
+
+    def _publish(self, stamped: StampedFrames) -> None:
+        frames = stamped.frames
+        if self._info is None or (self._info.width, self._info.height) != (frames.intrinsics.width,
+                                                                            frames.intrinsics.height):
+            self._info = camera_info_msg(frames.intrinsics, self.frame_id)
+        self._info.header.stamp.sec, self._info.header.stamp.nanosec = divmod(stamped.stamp_ns, 1_000_000_000)
+        self.color_pub.publish(image_msg(frames.color, "rgb8", self.frame_id, stamped.stamp_ns))
+        self.info_pub.publish(self._info)
+        if self.depth_pub is not None and frames.depth is not None:
+            depth = frames.depth  # REP 118: 16UC1 in millimetres
+            if abs(frames.depth_scale - 0.001) > 1e-6:
+                depth = np.clip(np.rint(depth * (frames.depth_scale * 1000.0)), 0, 65535).astype(np.uint16)
+            self.depth_pub.publish(image_msg(depth, "16UC1", self.frame_id, stamped.stamp_ns))
+            self.depth_info_pub.publish(self._info)
+
+    def _publish_diagnostics(self) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [diagnostic_status(self.driver.status(), f"{self.get_name()}: {self.camera} camera",
+                                        self.hardware_id)]
+        self.diag_pub.publish(msg)
+
+    def close(self) -> None:
+        self._pattern_stop.set()
+        self.driver.stop()
+        if self._pattern is not None:
+            self._pattern.join()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run(CameraNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
