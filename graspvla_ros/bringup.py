@@ -10,6 +10,7 @@ hand to launch_ros, so the two cannot drift.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,6 +23,15 @@ from typing import IO
 from graspvla_ros.graph import GRAPHS, NodeSpec
 
 
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the runner dies, even by SIGKILL,
+    so no node outlives an aborted demo or test run (Linux only; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class NodeProcess:
     """One running node; its output is forwarded line by line with a `[name]` prefix."""
 
@@ -30,7 +40,7 @@ class NodeProcess:
         self.cmd = [sys.executable, "-m", spec.module, *spec.ros_args()]
         self.proc = subprocess.Popen(
             self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
         )
         self._pump = threading.Thread(target=self._forward, args=(out,), daemon=True)
         self._pump.start()
@@ -77,6 +87,14 @@ class Bringup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def wait(self, name: str, timeout: float) -> int | None:
+        """Wait for node `name` to exit; its return code, or None if it still runs after `timeout`."""
+        proc = next(p for p in self.procs if p.spec.name == name)
+        try:
+            return proc.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def failed(self) -> list[tuple[str, int]]:
         """Nodes that have exited, with their return codes."""

@@ -38,8 +38,10 @@ def franky_sim_process(*flags: str):
     from graspvla_ros.sim.server import GRIPPER_PORT, _port_open
 
     host = next(_sim_hosts)
+    from graspvla_ros.bringup import die_with_parent
+
     proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.sim.server", "--host", host, *flags],
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=die_with_parent)
     try:
         deadline = time.monotonic() + 30
         while not _port_open(host, GRIPPER_PORT):
