@@ -6,6 +6,7 @@ hand to launch_ros, so the two cannot drift.
 
     python -m graspvla_ros.bringup sim            # the whole stack in simulation
     python -m graspvla_ros.bringup sim --print    # show the command lines only
+    python -m graspvla_ros.bringup robot robot_ip:=172.16.0.2 front_serial:=123 side_serial:=456
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from graspvla_ros.graph import GRAPHS, NodeSpec
+from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, NodeSpec, build
 
 
 def die_with_parent() -> None:
@@ -109,9 +110,15 @@ class Bringup:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("graph", choices=sorted(GRAPHS), help="which graph to bring up")
+    parser.add_argument("arguments", nargs="*", metavar="name:=value",
+                        help="graph arguments: " + ", ".join(GRAPH_ARGUMENTS))
     parser.add_argument("--print", action="store_true", help="print the command lines and exit")
     args = parser.parse_args(argv)
-    specs = GRAPHS[args.graph]()
+    pairs = [a.split(":=", 1) for a in args.arguments]
+    unknown = [a for a in args.arguments if ":=" not in a or a.split(":=", 1)[0] not in GRAPH_ARGUMENTS]
+    if unknown:
+        parser.error(f"unknown graph argument(s) {unknown}; known: {', '.join(GRAPH_ARGUMENTS)}")
+    specs = build(args.graph, dict(pairs))
     if args.print:
         for spec in specs:
             print(" ".join([sys.executable, "-m", spec.module, *spec.ros_args()]))

@@ -88,14 +88,31 @@ def camera(name: str, **params: Any) -> NodeSpec:
     )
 
 
-def sim_graph() -> list[NodeSpec]:
+def sim_graph(**_arguments: str) -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware)."""
     return [controller(robot_ip="127.0.0.1")]
 
 
-def robot_graph() -> list[NodeSpec]:
-    """The whole stack on a real Franka with two RealSense cameras."""
-    return [controller(), camera("front"), camera("side")]
+def robot_graph(**arguments: str) -> list[NodeSpec]:
+    """The whole stack on a real Franka with two RealSense cameras (defaults from config/)."""
+    def given(**params: str) -> dict[str, str]:
+        return {k: v for k, v in params.items() if v is not None}
+
+    return [controller(**given(robot_ip=arguments.get("robot_ip"))),
+            camera("front", **given(serial=arguments.get("front_serial"))),
+            camera("side", **given(serial=arguments.get("side_serial")))]
 
 
 GRAPHS = {"sim": sim_graph, "robot": robot_graph}
+
+# Arguments of the graphs, as `ros2 launch ... name:=value` and `bringup GRAPH name:=value` take them.
+GRAPH_ARGUMENTS = {
+    "robot_ip": "IP address of the Franka control box (robot graph)",
+    "front_serial": "serial number of the front RealSense; empty: the only one connected (robot graph)",
+    "side_serial": "serial number of the side RealSense (robot graph)",
+}
+
+
+def build(graph: str, arguments: dict[str, str]) -> list[NodeSpec]:
+    """The specs of `graph`, given the arguments that apply to it (others are ignored)."""
+    return GRAPHS[graph](**{k: v for k, v in arguments.items() if k in GRAPH_ARGUMENTS and v != ""})

@@ -1,4 +1,4 @@
-"""ros2 launch graspvla_ros graspvla.launch.py graph:=robot|sim
+"""ros2 launch graspvla_ros graspvla.launch.py graph:=robot robot_ip:=172.16.0.2 front_serial:=... side_serial:=...
 
 Built from graspvla_ros.graph, the same description the project's own bringup runner uses.
 """
@@ -10,12 +10,13 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from graspvla_ros.graph import GRAPHS, PACKAGE
+from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build
 
 
 def _nodes(context):
     config_dir = os.path.join(get_package_share_directory(PACKAGE), "config")
     graph = LaunchConfiguration("graph").perform(context)
+    arguments = {name: LaunchConfiguration(name).perform(context) for name in GRAPH_ARGUMENTS}
     return [
         Node(
             package=PACKAGE,
@@ -27,7 +28,7 @@ def _nodes(context):
             output="screen",
             emulate_tty=True,
         )
-        for spec in GRAPHS[graph]()
+        for spec in build(graph, arguments)
     ]
 
 
@@ -35,5 +36,6 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("graph", default_value="robot", choices=sorted(GRAPHS),
                               description="robot: real Franka + RealSense; sim: MuJoCo world"),
+        *[DeclareLaunchArgument(name, default_value="", description=text) for name, text in GRAPH_ARGUMENTS.items()],
         OpaqueFunction(function=_nodes),
     ])

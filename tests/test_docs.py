@@ -28,4 +28,4 @@ def test_launch_file_is_built_from_the_graph_description():
     """launch_ros is not installable here, so check the launch file uses graph.py's specs."""
     source = (ROOT / "launch" / "graspvla.launch.py").read_text()
     compile(source, "graspvla.launch.py", "exec")
-    assert "from graspvla_ros.graph import GRAPHS" in source
+    assert "from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build" in source
