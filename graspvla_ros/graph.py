@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 PACKAGE = "graspvla_ros"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -51,8 +53,9 @@ def format_param(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_param(v) for v in value) + "]"
-    if isinstance(value, str):
-        return value if value and all(c.isalnum() or c in "_./-" for c in value) else repr(value)
+    if isinstance(value, str):  # quote what YAML would read as another type ("123", "true", "")
+        plain = value and all(c.isalnum() or c in "_./-" for c in value) and isinstance(yaml.safe_load(value), str)
+        return value if plain else repr(value)
     return repr(value)
 
 

@@ -29,3 +29,13 @@ def test_launch_file_is_built_from_the_graph_description():
     source = (ROOT / "launch" / "graspvla.launch.py").read_text()
     compile(source, "graspvla.launch.py", "exec")
     assert "from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build" in source
+
+
+def test_graph_arguments_reach_the_nodes_with_their_types():
+    from graspvla_ros.graph import build, format_param
+
+    specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345"})}
+    assert specs["controller"].params == {"robot_ip": "10.1.1.2"}
+    assert "serial:='012345'" in specs["front_camera"].ros_args()   # stays a string, keeps its zero
+    assert "serial" not in specs["side_camera"].params               # config/camera.yaml default
+    assert [format_param(v) for v in (True, 0.5, [1, 2], "true", "base")] == ["true", "0.5", "[1, 2]", "'true'", "base"]
