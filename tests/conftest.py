@@ -97,3 +97,12 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """(checkpoint_dir, llm_dir) of a tiny random GraspVLA in the official layout, with a
+    sentencepiece tokenizer trained for it (graspvla_ros.model.tiny)."""
+    from graspvla_ros.model.tiny import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("graspvla_tiny"), seed=0)
