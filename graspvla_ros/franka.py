@@ -122,6 +122,10 @@ class FrankaExecutor:
         import franky  # imported here so the pure core loads without the robot library
 
         self._franky = franky
+        # franky raises reflexes as ControlException, but a failing trajectory planner (ruckig,
+        # e.g. "Motion planner failed with error code -111", seen in franky-sim at the end of a
+        # waypoint motion) as a plain RuntimeError: both must be recovered from, never kill a worker.
+        self._motion_errors = (franky.ControlException, RuntimeError)
         config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
         try:
             self._robot = franky.Robot(self.host, realtime_config=config)
@@ -269,7 +273,7 @@ class FrankaExecutor:
             try:
                 self._execute(chunk)
                 return
-            except self._franky.ControlException as err:  # reflex or motion error
+            except self._motion_errors as err:  # reflex, or franky's planner failing
                 self.reflex_count += 1
                 log.warning("motion error (attempt %d): %s", attempt + 1, err)
                 if not self._recover_once():
@@ -290,7 +294,7 @@ class FrankaExecutor:
             return
         try:
             self._robot.poll_motion()
-        except self._franky.ControlException as err:
+        except self._motion_errors as err:
             self.reflex_count += 1
             log.warning("motion error: %s", err)
             ok = any(self._recover_once() for _ in range(self.max_recoveries))
@@ -351,7 +355,7 @@ class FrankaExecutor:
             self._robot.move(self._franky.CartesianMotion(self._affine(here), self._franky.ReferenceType.Absolute),
                              asynchronous=True)
             self._robot.join_motion(timeout=2.0)
-        except self._franky.ControlException as err:
+        except self._motion_errors as err:
             log.warning("stop: %s; recovering", err)
             self._recover_once()
 
