@@ -130,12 +130,15 @@ def client_view(image: np.ndarray, crop: CropWindow | None = None) -> np.ndarray
 
 def letterbox_to_model(image: np.ndarray, size: int = MODEL_SIZE) -> np.ndarray:
     """Resize an HxWx3 uint8 RGB image to size×size keeping its aspect ratio (PIL LANCZOS),
-    pasted at the top-left of a black canvas, as the official server does."""
+    pasted on a black canvas, as the official server does: the new size truncates
+    (``int(side · min(size/w, size/h))``); the official server pastes a non-square image at a
+    random offset (its training augmentation), here it goes to the top-left corner. Square inputs
+    (what the official client sends) are identical either way."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    scale = min(size / w, size / h)
+    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
     resized = Image.fromarray(image).resize((nw, nh), Image.LANCZOS)
     canvas = Image.new("RGB", (size, size))
     canvas.paste(resized, (0, 0))
