@@ -106,3 +106,9 @@ def tiny_checkpoint(tmp_path_factory):
     from graspvla_ros.model.tiny import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("graspvla_tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def new_loopback_host():
+    """Call it for a fresh 127.0.x.y address for a franky-sim embedded in the test process."""
+    return lambda: next(_sim_hosts)
