@@ -20,7 +20,7 @@ from graspvla_ros.preprocess import letterbox_to_model
 
 BACKENDS = {
     "torch": "graspvla_ros.model.backends.torch_backend",
-    "onnxruntime": "graspvla_ros.model.backends.ort_backend",
+    "onnxruntime": "graspvla_ros.model.backends.onnxruntime_backend",
     "tensorrt": "graspvla_ros.model.backends.tensorrt_backend",
 }
 

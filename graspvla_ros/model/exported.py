@@ -13,6 +13,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,3 +136,55 @@ def safetensors_fingerprint(path: str | Path) -> str:
         (n,) = struct.unpack("<Q", f.read(8))
         header = f.read(n)
     return hashlib.sha256(str(p.stat().st_size).encode() + header).hexdigest()
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """The LLM cache between calls: backend arrays (kept on the backend's device) + its length."""
+
+    k: Any
+    v: Any
+    length: int
+
+
+class GraphComponents:
+    """`generate.Components` over the exported graphs, shared by the ONNX Runtime and TensorRT
+    backends. Subclasses provide `_run` (graph name, feeds of numpy or backend arrays → outputs by
+    name, left on the device) and `_host` (a backend array → numpy)."""
+
+    def __init__(self, manifest: ExportManifest):
+        self.manifest = manifest
+        self.image_tokens = int(manifest.graphs["llm_prefill"].inputs[1].shape[1])
+
+    def _run(self, graph: str, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def _host(self, array: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, front: np.ndarray, side: np.ndarray) -> Any:
+        return self._run("vision", {"front": front, "side": side})["image_embeds"]
+
+    def prefill(self, input_ids: np.ndarray, image_embeds: Any) -> tuple[np.ndarray, KVCache]:
+        ids = np.asarray(input_ids, dtype=np.int64)
+        out = self._run("llm_prefill", {"input_ids": ids[None], "image_embeds": image_embeds})
+        return self._host(out["logits"])[0], KVCache(out["past_k"], out["past_v"], len(ids) + self.image_tokens)
+
+    def decode(self, input_ids: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+        ids = np.asarray(input_ids, dtype=np.int64)
+        positions = np.arange(cache.length, cache.length + len(ids), dtype=np.int64)
+        out = self._run("llm_decode", {"input_ids": ids[None], "position_ids": positions[None],
+                                       "past_k": cache.k, "past_v": cache.v})
+        return self._host(out["logits"])[0, -1], KVCache(out["past_k_out"], out["past_v_out"], cache.length + len(ids))
+
+    def flow(self, noise: np.ndarray, proprio: np.ndarray, cache: KVCache) -> np.ndarray:
+        out = self._run("expert_flow", {"noise": np.asarray(noise, np.float32), "proprio": np.asarray(proprio, np.float32),
+                                        "prefix_k": cache.k, "prefix_v": cache.v})
+        return self._host(out["action"])
+
+    def denoise(self, x_t: np.ndarray, t: float, proprio: np.ndarray, cache: KVCache) -> np.ndarray:
+        """One expert velocity evaluation (the ``expert_denoise`` graph)."""
+        out = self._run("expert_denoise", {"x_t": np.asarray(x_t, np.float32), "t": np.array([t], np.float32),
+                                           "proprio": np.asarray(proprio, np.float32),
+                                           "prefix_k": cache.k, "prefix_v": cache.v})
+        return self._host(out["velocity"])
