@@ -9,6 +9,7 @@ NODES = {
     "controller_node": "graspvla_ros.nodes.controller_node:main",
     "scripted_chunks_node": "graspvla_ros.nodes.scripted_chunks_node:main",
     "camera_node": "graspvla_ros.nodes.camera_node:main",
+    "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.model.cli:main",

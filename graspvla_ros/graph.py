@@ -91,6 +91,17 @@ def camera(name: str, **params: Any) -> NodeSpec:
     )
 
 
+def sim_world(**params: Any) -> NodeSpec:
+    """franky-sim (FR3 on `host`) with the table world and the two simulated cameras."""
+    return NodeSpec(
+        name="sim_world",
+        executable="sim_world_node",
+        module="graspvla_ros.nodes.sim_world_node",
+        params_files=("sim_world.yaml",),
+        params=params,
+    )
+
+
 def sim_graph(**_arguments: str) -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware)."""
     return [controller(robot_ip="127.0.0.1")]

@@ -91,3 +91,65 @@ def test_relayout_moves_objects_to_the_new_seed(world):
         assert not world.grasp_success("red cube")
     finally:
         world.relayout(SEED)
+
+
+@pytest.mark.sim
+@pytest.mark.ros
+def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_host, ros_node):
+    """The node as a process: both cameras like camera_node, poses, target and success."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from geometry_msgs.msg import PoseArray
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import Trigger
+
+    from conftest import wait_for
+    from graspvla_ros.nodes.camera_node import image_qos
+    from graspvla_ros.nodes.sim_world_node import LATCHED
+
+    got = {k: [] for k in ("front", "side", "front_info", "poses", "names", "success", "target")}
+    qos = image_qos("sensor_data")
+    ros_node.create_subscription(Image, "front/color/image_raw", got["front"].append, qos)
+    ros_node.create_subscription(Image, "side/color/image_raw", got["side"].append, qos)
+    ros_node.create_subscription(CameraInfo, "front/color/camera_info", got["front_info"].append, qos)
+    ros_node.create_subscription(PoseArray, "sim/object_poses", got["poses"].append, 10)
+    ros_node.create_subscription(String, "sim/object_names", got["names"].append, LATCHED)
+    ros_node.create_subscription(String, "sim/target", got["target"].append, LATCHED)
+    ros_node.create_subscription(Bool, "sim/grasp_success", got["success"].append, 10)
+    set_target = ros_node.create_publisher(String, "sim/set_target", 10)
+    check = ros_node.create_client(Trigger, "sim/check_success")
+    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.nodes.sim_world_node", "--ros-args",
+                             "-p", f"host:={new_loopback_host()}", "-p", f"seed:={SEED}",
+                             "-p", "camera_rate_hz:=5.0", "-p", "target:=green ball"],
+                            env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: got["front"] and got["side"] and got["poses"] and got["names"] and got["success"]
+                 or proc.poll() is not None, 120, "images, poses and success from sim_world")
+        assert proc.poll() is None
+        img = got["front"][-1]
+        assert (img.width, img.height, img.encoding, img.header.frame_id) == (640, 480, "rgb8",
+                                                                            "front_color_optical_frame")
+        info = got["front_info"][-1]
+        assert info.k[0] == pytest.approx(240 / math.tan(math.radians(43 / 2)), rel=1e-6)
+        names = json.loads(got["names"][-1].data)
+        assert names == [o.name for o in OBJECTS]
+        poses = got["poses"][-1]
+        assert poses.header.frame_id == "base" and len(poses.poses) == len(names)
+        ball = poses.poses[names.index("green ball")].position
+        layout = random_layout(SEED)["green ball"]
+        assert (ball.x, ball.y) == pytest.approx((layout.x, layout.y), abs=0.01)
+        assert got["target"][-1].data == "green ball" and not got["success"][-1].data
+        set_target.publish(String(data="red cube"))
+        wait_for(lambda: got["target"][-1].data == "red cube", 30, "the new target")
+        assert check.wait_for_service(timeout_sec=30)
+        reply = check.call(Trigger.Request(), timeout_sec=30)
+        assert not reply.success and reply.message.startswith("red cube: lifted") and "not in the gripper" in reply.message
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    assert rc == 0, proc.stdout.read()
