@@ -153,3 +153,30 @@ def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
     assert rc == 0, proc.stdout.read()
+
+
+@pytest.mark.sim
+def test_grasp_success_when_the_arm_lifts_the_named_object(new_loopback_host):
+    """The project's franky executor picks up the blue cylinder: held but not lifted is not a
+    success, lifted 15 cm in the gripper is; the other objects never count."""
+    from graspvla_ros.chunk import GRIPPER_CLOSE, ActionChunk, Pose
+    from graspvla_ros.franka import HOME_RPY, FrankaExecutor
+
+    from conftest import wait_for
+
+    target = "blue cylinder"
+    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(world.server.host) as arm:
+        arm.home()
+        start = world.object_poses()[target][0]
+        down = Pose.from_xyz_rpy(start, HOME_RPY).rotation
+        arm.move_to(Pose(start + (0, 0, 0.12), down))
+        arm.move_to(Pose(np.array([start[0], start[1], 0.03]), down))
+        here = arm.read_state().ee
+        arm.submit(ActionChunk.from_targets(arm.clock(), 0.1, "base", here, [here] * 4, [GRIPPER_CLOSE] * 4))
+        wait_for(lambda: world.in_gripper(target), 20, f"the {target} between the fingers")
+        time.sleep(1.0)  # the grasp force builds up
+        assert not world.grasp_success(target)
+        arm.move_to(Pose(np.array([start[0], start[1], 0.03 + 0.15]), down))
+        wait_for(lambda: world.lift_height(target) > 0.12, 10, f"the {target} lifted")
+        assert world.grasp_success(target), f"lifted {world.lift_height(target):.3f} m"
+        assert not any(world.grasp_success(o.name) for o in OBJECTS if o.name != target)
