@@ -112,3 +112,13 @@ def tiny_checkpoint(tmp_path_factory):
 def new_loopback_host():
     """Call it for a fresh 127.0.x.y address for a franky-sim embedded in the test process."""
     return lambda: next(_sim_hosts)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory):
+    """Directory of `graspvla export` (all graphs) of the tiny checkpoint."""
+    from graspvla_ros.model.export import export
+
+    out = tmp_path_factory.mktemp("graspvla_onnx")
+    export(tiny_checkpoint[0], out, llm_dir=tiny_checkpoint[1])
+    return out

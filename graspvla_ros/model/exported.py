@@ -2,8 +2,9 @@
 
 `graspvla export` writes one ONNX graph per model component, a stored reference input/output per
 graph (``<graph>.reference.npz``) and ``manifest.json`` describing them. The ONNX Runtime and
-TensorRT backends read the directory through `ExportManifest`; nothing here imports torch,
-onnxruntime or tensorrt.
+TensorRT backends read the directory through `ExportManifest` and run it through
+`GraphComponents` (the `generate.Components` protocol over named graphs, shared by both);
+nothing here imports torch, onnxruntime or tensorrt.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from graspvla_ros.model.config import CHECKPOINT_FILE
 
 FORMAT = "graspvla-onnx/1"
 MANIFEST = "manifest.json"
@@ -136,6 +139,16 @@ def safetensors_fingerprint(path: str | Path) -> str:
         (n,) = struct.unpack("<Q", f.read(8))
         header = f.read(n)
     return hashlib.sha256(str(p.stat().st_size).encode() + header).hexdigest()
+
+
+def read_export_for(export_dir: str | Path, checkpoint_dir: str | Path) -> ExportManifest:
+    """The manifest of `export_dir`, after checking it was exported from `checkpoint_dir`'s weights."""
+    manifest = ExportManifest.read(export_dir)
+    weights = Path(checkpoint_dir) / CHECKPOINT_FILE
+    if manifest.checkpoint.get("fingerprint") != safetensors_fingerprint(weights):
+        raise ValueError(f"{export_dir} was exported from {manifest.checkpoint.get('path')}, not from {weights}: "
+                         f"re-run `graspvla export --checkpoint {checkpoint_dir} --out {export_dir}`")
+    return manifest
 
 
 @dataclass(frozen=True)

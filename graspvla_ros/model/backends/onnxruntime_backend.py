@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from graspvla_ros.model.config import CHECKPOINT_FILE, ModelConfig
-from graspvla_ros.model.exported import ExportManifest, GraphComponents, safetensors_fingerprint
+from graspvla_ros.model.config import ModelConfig
+from graspvla_ros.model.exported import ExportManifest, GraphComponents, read_export_for
 
 RUNTIME_GRAPHS = ("vision", "llm_prefill", "llm_decode", "expert_flow")
 
@@ -86,12 +86,8 @@ def create(checkpoint_dir: str | Path, cfg: ModelConfig, *, onnx_dir: str | Path
     """Components for `load(..., backend="onnxruntime")`; see the module docstring."""
     if dtype is not None and str(dtype) not in ("torch.float32", "float32"):
         raise ValueError(f"the onnxruntime backend runs the fp32 export; dtype={dtype} is not supported")
-    weights = Path(checkpoint_dir) / CHECKPOINT_FILE
     if onnx_dir is not None:
-        manifest = ExportManifest.read(onnx_dir)
-        if manifest.checkpoint.get("fingerprint") != safetensors_fingerprint(weights):
-            raise ValueError(f"{onnx_dir} was exported from {manifest.checkpoint.get('path')}, not from {weights}: "
-                             f"re-run `graspvla export --checkpoint {checkpoint_dir} --out {onnx_dir}`")
+        read_export_for(onnx_dir, checkpoint_dir)
         return OnnxRuntimeComponents(onnx_dir, threads=threads, device=device)
     from graspvla_ros.model.export import export
 

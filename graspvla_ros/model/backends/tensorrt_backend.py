@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from graspvla_ros.model.exported import DimRange, ExportManifest, GraphSpec, load_reference
+from graspvla_ros.model.config import ModelConfig
+from graspvla_ros.model.exported import (DimRange, ExportManifest, GraphComponents, GraphSpec, load_reference,
+                                         read_export_for)
 
 if TYPE_CHECKING:  # only for annotations; both are imported lazily at run time
     import tensorrt as trt
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # only for annotations; both are imported lazily at run time
 UNAVAILABLE_REASON = "TensorRT cannot be installed here and no GPU is attached"
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_CACHE_ROOT = Path("models/engines")
+DEFAULT_ONNX_DIR = Path("models/onnx")
 
 
 @dataclass(frozen=True)
@@ -257,3 +260,38 @@ def load_engines(export_dir: str | Path, precision: str = "bf16", cache_root: st
                                for k, v in out.items()}, ref_out, precision, tolerance)
         graphs[name] = graph
     return manifest, graphs
+
+
+class TensorRTComponents(GraphComponents):
+    """`generate.Components` over checked TensorRT engines; caches stay on the GPU."""
+
+    def __init__(self, export_dir: str | Path, precision: str = "bf16", cache_root: str | Path = DEFAULT_CACHE_ROOT,
+                 device: str = "cuda", warmup: int = 3, tolerance: Tolerance | None = None):
+        manifest, self.engines = load_engines(export_dir, precision, cache_root, device, warmup, tolerance)
+        super().__init__(manifest)
+
+    def _run(self, graph: str, feeds: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        import torch
+
+        return self.engines[graph].run({k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                                        for k, v in feeds.items()})
+
+    def _host(self, array: torch.Tensor) -> np.ndarray:
+        return array.float().cpu().numpy()
+
+
+_DTYPE_PRECISION = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def create(checkpoint_dir: str | Path, cfg: ModelConfig, *, onnx_dir: str | Path = DEFAULT_ONNX_DIR,
+           precision: str | None = None, dtype=None, cache_root: str | Path = DEFAULT_CACHE_ROOT,
+           device: str = "cuda", warmup: int = 3) -> TensorRTComponents:
+    """Components for `load(..., backend="tensorrt")`: engines built from the export in `onnx_dir`
+    (which must come from this checkpoint). precision: 'fp32' | 'fp16' | 'bf16' (default bf16, or
+    from dtype=torch.float32/float16/bfloat16)."""
+    if precision is None and dtype is not None:
+        if str(dtype) not in _DTYPE_PRECISION:
+            raise ValueError(f"dtype {dtype} has no TensorRT precision (use torch.float32/float16/bfloat16)")
+        precision = _DTYPE_PRECISION[str(dtype)]
+    read_export_for(onnx_dir, checkpoint_dir)
+    return TensorRTComponents(onnx_dir, precision or "bf16", cache_root, device, warmup)
