@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,17 @@ def test_report_and_memory_estimate(shapes):
     mem = memory_estimate(d)
     assert mem.weights == 2 * d.total_params
     assert mem.kv_cache == (1 + 8 + 20 + 29) * 2 * 2 * 8 * 2
+
+
+def test_full_size_manifest():
+    """The official full-size model (tests/fixtures/full_manifest.json): dims, and bf16 fits in 8 GB."""
+    d = ModelDims.from_manifest(Path(__file__).parent / "fixtures" / "full_manifest.json")
+    assert d.total_params == 3_156_129_223
+    dino, siglip = d.vits
+    assert (dino.width, dino.blocks_run, dino.tokens, siglip.width, siglip.blocks_run, siglip.tokens) == (
+        1024, 23, 261, 1152, 26, 256)
+    assert (d.llm.layers, d.llm.hidden, d.llm.q_dim, d.llm.kv_dim, d.llm.mlp, d.llm.vocab) == (
+        24, 2048, 2048, 1024, 8192, 92608)
+    assert (d.expert.layers, d.expert.hidden, d.expert.q_dim, d.expert.kv_dim, d.expert.mlp) == (24, 1024, 2048, 1024, 2048)
+    assert d.projector == ((2176, 8704), (8704, 2048), (2048, 2048))
+    assert memory_estimate(d).total < 8 * 2**30

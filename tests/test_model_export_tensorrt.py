@@ -7,6 +7,7 @@ import pytest
 
 from graspvla_ros.model.backends.tensorrt_backend import (
     REFERENCE_TOLERANCE,
+    UNAVAILABLE_REASON,
     ReferenceMismatchError,
     Tolerance,
     check_reference,
@@ -96,3 +97,49 @@ def test_manifest_and_reference_round_trip(tmp_path):
 def test_missing_manifest_names_the_export_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="graspvla export"):
         ExportManifest.read(tmp_path)
+
+
+def _tensorrt_and_gpu() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_tensorrt = pytest.mark.skipif(not _tensorrt_and_gpu(), reason=UNAVAILABLE_REASON)
+VIEWS = (np.full((480, 640, 3), 90, np.uint8), np.full((256, 256, 3), 160, np.uint8))
+PROPRIO = np.tile([0.45, 0.02, 0.3, 3.1, -0.05, 0.8, 1.0], (4, 1))
+
+
+@needs_tensorrt
+def test_fp32_engines_are_cached_checked_and_agree_with_ort(tiny_checkpoint, tiny_onnx, tmp_path):
+    from graspvla_ros.model import load
+
+    trt_model = load(*tiny_checkpoint, backend="tensorrt", onnx_dir=tiny_onnx, precision="fp32", cache_root=tmp_path)
+    engines = sorted(tmp_path.glob("sm_*/*/*.engine"))
+    assert len(engines) == len(ExportManifest.read(tiny_onnx).graphs)
+    ort_model = load(*tiny_checkpoint, backend="onnxruntime", onnx_dir=tiny_onnx)
+    a = ort_model.predict(*VIEWS, "pick up banana", PROPRIO, seed=5)
+    b = trt_model.predict(*VIEWS, "pick up banana", PROPRIO, seed=5)
+    assert b.token_ids == a.token_ids
+    assert np.max(np.abs(b.action - a.action)) <= 1e-3
+    stamps = [p.stat().st_mtime_ns for p in engines]
+    load(*tiny_checkpoint, backend="tensorrt", onnx_dir=tiny_onnx, precision="fp32", cache_root=tmp_path)
+    assert [p.stat().st_mtime_ns for p in engines] == stamps  # reused, not rebuilt
+
+
+@needs_tensorrt
+def test_an_engine_that_disagrees_with_the_reference_is_refused(tiny_checkpoint, tiny_onnx, tmp_path):
+    import shutil
+
+    from graspvla_ros.model import load
+
+    copy = shutil.copytree(tiny_onnx, tmp_path / "onnx")
+    ref = copy / "expert_flow.reference.npz"
+    ins, outs = load_reference(ref)
+    save_reference(ref, ins, {k: v + 1.0 for k, v in outs.items()})
+    with pytest.raises(ReferenceMismatchError, match="expert_flow"):
+        load(*tiny_checkpoint, backend="tensorrt", onnx_dir=copy, precision="fp32", cache_root=tmp_path / "engines")
