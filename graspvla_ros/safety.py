@@ -62,13 +62,13 @@ class SafetyLimits:
             raise ChunkRejected("unknown_frame", f"chunk is in frame {chunk.frame_id!r}, controller works in {self.frame_id!r}")
         if not np.all(np.isin(rows[:, 6], (-1.0, 0.0, 1.0))):
             raise ChunkRejected("bad_gripper", f"gripper commands must be -1, 0 or +1, got {rows[:, 6]}")
-        if last_stamp_ns is not None and chunk.stamp_ns <= last_stamp_ns:
-            raise ChunkRejected("non_monotonic", f"observation stamp {chunk.stamp_ns} is not after the last one {last_stamp_ns}")
         age = (now_ns - chunk.stamp_ns) * 1e-9
         if age > self.max_chunk_age:
             raise ChunkRejected("too_old", f"observation is {age:.3f} s old (max {self.max_chunk_age} s)")
         if age < -self.max_chunk_age:
             raise ChunkRejected("from_future", f"observation stamp is {-age:.3f} s in the future")
+        if last_stamp_ns is not None and chunk.stamp_ns <= last_stamp_ns:
+            raise ChunkRejected("non_monotonic", f"observation stamp {chunk.stamp_ns} is not after the last one {last_stamp_ns}")
 
     def clamp_position(self, position: np.ndarray) -> np.ndarray:
         return np.clip(position, self.workspace_min, self.workspace_max)

@@ -77,7 +77,7 @@ def test_chunks_on_the_topic_move_the_arm_and_state_streams(controller_graph, ro
         time.sleep(0.2)
     wait_for(lambda: "HOLDING" in listen.states, 10, "the watchdog to hold")
     _, end = listen.latest()
-    assert end.position[0] - start.position[0] > 0.02, (listen.rejections, listen.states)
+    assert end.position[0] - start.position[0] > 0.01, (listen.rejections, listen.states)
     assert "RUNNING" in listen.states
 
 

@@ -2,38 +2,68 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
-def run(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
     """Run one node until shutdown; returns the process exit code.
 
-    Python `logging` of the core is routed to stderr so its warnings (rejections, reflexes)
-    show next to the node's own log.
+    Single-threaded executors only: rclpy's MultiThreadedExecutor busy-spins at 100% CPU
+    while a callback of a busy group is pending (seen here with a blocking service). A node
+    that has blocking services puts them on helper nodes listed in its `side_nodes`
+    attribute; each gets its own executor thread. Python `logging` of the core goes to
+    stderr next to the node's log.
     """
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=threads)
+    executors: list[SingleThreadedExecutor] = []
+    threads: list[threading.Thread] = []
     try:
         node = make_node()
+        for side in getattr(node, "side_nodes", []):
+            side_executor = SingleThreadedExecutor()
+            side_executor.add_node(side)
+            executors.append(side_executor)
+            threads.append(threading.Thread(target=_spin_quietly, args=(side_executor,), daemon=True))
+            threads[-1].start()
+        executor = SingleThreadedExecutor()
+        executors.append(executor)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        for executor in executors:
+            executor.shutdown()
+        for thread in threads:
+            thread.join(timeout=5.0)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+            for side in getattr(node, "side_nodes", []):
+                side.destroy_node()
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _spin_quietly(executor: SingleThreadedExecutor) -> None:
+    """Spin a side executor until shutdown; on SIGINT/SIGTERM rclpy invalidates the context
+    under it, which surfaces as an RCLError from the wait set rather than a clean return."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if executor.context.ok():
+            raise
 
 
 def declare(node: Node, params: dict) -> dict:

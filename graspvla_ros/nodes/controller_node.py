@@ -10,7 +10,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -74,12 +73,15 @@ class ControllerNode(Node):
         if p["home_on_start"]:
             self.robot.home()
 
-        services = MutuallyExclusiveCallbackGroup()  # homing blocks for seconds: off the state timer's path
+        # Homing blocks for seconds, so the services live on side nodes with executors of
+        # their own: e-stop must answer while a home is under way, and chunks keep flowing.
+        self.side_nodes = []
         for name, action in (("home", self.robot.home), ("estop", self.robot.estop),
                              ("release", self.robot.release), ("recover", self.robot.recover)):
-            self.create_service(Trigger, f"~/{name}", self._trigger(name, action), callback_group=services)
-        self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+            side = Node(f"{self.get_name()}_{name}_service", namespace=self.get_namespace(), context=self.context)
+            side.create_service(Trigger, f"{self.get_fully_qualified_name()}/{name}", self._trigger(name, action))
+            self.side_nodes.append(side)
+        self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10)
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
         self._state_period = 1.0 / p["state_rate_hz"]
@@ -160,7 +162,7 @@ class ControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run(ControllerNode, args, threads=4)
+    return run(ControllerNode, args)
 
 
 if __name__ == "__main__":
