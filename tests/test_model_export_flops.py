@@ -68,8 +68,8 @@ def test_missing_component_is_a_clear_error(shapes):
 def test_pass_schedule_follows_the_official_generation():
     w = Workload()
     passes = w.decode_passes()
-    # 7 one-token bbox passes, bbox-8 + 14 proprio, 5 goal passes, last goal + EOS.
-    assert passes == (1,) * 7 + (15,) + (1,) * 5 + (2,)
+    # 7 one-token bbox passes, bbox-8 + 14 proprio, 5 goal passes, last goal, the EOS slot's token.
+    assert passes == (1,) * 7 + (15,) + (1,) * 5 + (1, 1)
     assert sum(passes) == w.bbox_tokens + w.proprio_tokens + w.goal_tokens + 1
     assert w.prefill_tokens(512) == 533
 
@@ -87,7 +87,9 @@ def test_prefill_and_expert_costs_match_hand_counts(shapes):
     expert_layer = 8 * 32 + 16 * 8 + 3 * 8 * 16
     step = 2 * 6 * expert_layer * 2 + 4 * (6 * past + 36) * 16 * 2 + 2 * 4 * d.flow_params_per_step
     assert [p.flops for p in st["action expert"].passes] == [step, step]
-    assert len(st["LLM decode"].passes) == 14
+    decode = st["LLM decode"].passes
+    assert len(decode) == 15
+    assert decode[-2].bytes - decode[-1].bytes == 16 * 40 * 2 - 2 * 2 * 8 * 2  # no LM head, one more cached row
 
 
 def test_roofline_takes_the_slower_of_compute_and_memory_per_pass():

@@ -20,8 +20,9 @@ the mid-size benchmark model. The pass schedule follows the official generation 
   logits are needed (the official code computes all of them; counted here as not needed).
 * LLM decode: ``generate(8)`` for the bbox = prefill + 7 one-token passes; then one pass over
   [last bbox token + 14 proprio tokens] (15 tokens) that yields the first goal token, 5 one-token
-  passes for the rest of the goal, and a final pass over [last goal token, EOS] that only fills
-  the KV cache: 14 weight-streaming passes after prefill. Attention is counted causally.
+  passes for the rest of the goal, one pass feeding the last goal token that yields the EOS slot's
+  token, and a last pass feeding that token, which only fills the KV cache (no logits needed):
+  15 weight-streaming passes after prefill, 29 tokens. Attention is counted causally.
 * action expert: 10 Euler steps; each runs the 24-layer expert over 6 suffix tokens (2 proprio +
   4 action) attending to the whole prefix KV (prompt + 29 generated/fed tokens) of the LLM, plus
   the flow-matching head (action/time MLP, output projection).
@@ -196,7 +197,7 @@ class Workload:
     def decode_passes(self) -> tuple[int, ...]:
         """Tokens fed per LLM pass after the prefill (see the module docstring)."""
         return ((1,) * (self.bbox_tokens - 1) + (1 + self.proprio_tokens,)
-                + (1,) * (self.goal_tokens - 1) + (2,))
+                + (1,) * (self.goal_tokens - 1) + (1, 1))
 
 
 @dataclass(frozen=True)
@@ -258,8 +259,9 @@ def stages(dims: ModelDims, work: Workload = Workload()) -> list[Stage]:
     s = work.prefill_tokens(image_tokens)
     out.append(Stage("LLM prefill", (_decoder_pass(dims.llm, s, 0, logits_rows=1),), f"{s} tokens"))
     passes, past = [], s
-    for n in work.decode_passes():
-        passes.append(_decoder_pass(dims.llm, n, past, logits_rows=1))
+    schedule = work.decode_passes()
+    for i, n in enumerate(schedule):
+        passes.append(_decoder_pass(dims.llm, n, past, logits_rows=int(i < len(schedule) - 1)))
         past += n
     out.append(Stage("LLM decode", tuple(passes), f"{len(passes)} passes, KV {s}→{past}"))
     suffix = work.proprio_steps + work.action_len
