@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
               "From `graspvla_ros.model.flops` (assumptions in its docstring): per forward pass, "
               "max(FLOPs / peak dense bf16, bytes / memory bandwidth), summed; 20 prompt tokens.", "",
               roofline_markdown(full),
-              "Decode dominates the bound: each of its 14 passes streams all 3.4 GB of LLM weights at batch 1, so "
+              "Decode dominates the bound: each of its 15 passes streams all 3.4 GB of LLM weights at batch 1, so "
               "it is memory-bound; the gap between the bound and the official numbers is what kernel "
               "efficiency and launch overheads cost at batch 1 (not measured here: no GPU).", "",
               f"**bf16 memory (full model):** weights {mem.weights / 2**30:.2f} GiB + KV cache "

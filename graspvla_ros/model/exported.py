@@ -22,6 +22,8 @@ from graspvla_ros.model.config import CHECKPOINT_FILE
 
 FORMAT = "graspvla-onnx/1"
 MANIFEST = "manifest.json"
+# The graphs `GraphComponents` runs for a prediction (``expert_denoise`` is for per-step use).
+RUNTIME_GRAPHS = ("vision", "llm_prefill", "llm_decode", "expert_flow")
 
 
 @dataclass(frozen=True)

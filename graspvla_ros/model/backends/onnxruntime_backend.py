@@ -22,9 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from graspvla_ros.model.config import ModelConfig
-from graspvla_ros.model.exported import ExportManifest, GraphComponents, read_export_for
-
-RUNTIME_GRAPHS = ("vision", "llm_prefill", "llm_decode", "expert_flow")
+from graspvla_ros.model.exported import RUNTIME_GRAPHS, ExportManifest, GraphComponents, read_export_for
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:

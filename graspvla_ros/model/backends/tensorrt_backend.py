@@ -21,7 +21,7 @@ builder flags; TF32 is disabled for fp32 engines so they match the fp32 referenc
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from graspvla_ros.model.config import ModelConfig
-from graspvla_ros.model.exported import (DimRange, ExportManifest, GraphComponents, GraphSpec, load_reference,
-                                         read_export_for)
+from graspvla_ros.model.exported import (RUNTIME_GRAPHS, DimRange, ExportManifest, GraphComponents, GraphSpec,
+                                         load_reference, read_export_for)
 
-if TYPE_CHECKING:  # only for annotations; both are imported lazily at run time
-    import tensorrt as trt
+if TYPE_CHECKING:  # only for annotations; torch (CUDA buffers) is imported lazily at run time
     import torch
 
 UNAVAILABLE_REASON = "TensorRT cannot be installed here and no GPU is attached"
@@ -229,9 +228,9 @@ class TrtGraph:
 
 
 def load_engines(export_dir: str | Path, precision: str = "bf16", cache_root: str | Path = DEFAULT_CACHE_ROOT,
-                 device: str = "cuda", warmup: int = 3,
-                 tolerance: Tolerance | None = None) -> tuple[ExportManifest, dict[str, TrtGraph]]:
-    """Build (once, cached) and load an engine per exported graph, warm each up and check it
+                 device: str = "cuda", warmup: int = 3, tolerance: Tolerance | None = None,
+                 graphs: Sequence[str] = RUNTIME_GRAPHS) -> tuple[ExportManifest, dict[str, TrtGraph]]:
+    """Build (once, cached) and load an engine per graph in `graphs`, warm each up and check it
     against the export's reference output; raises `ReferenceMismatchError` on disagreement."""
     trt = _import_tensorrt()
     import torch
@@ -242,8 +241,12 @@ def load_engines(export_dir: str | Path, precision: str = "bf16", cache_root: st
     manifest = ExportManifest.read(export_dir)
     dev = torch.device(device)
     arch = gpu_arch(torch.cuda.get_device_capability(dev))
-    graphs = {}
-    for name, spec in manifest.graphs.items():
+    missing = [g for g in graphs if g not in manifest.graphs]
+    if missing:
+        raise FileNotFoundError(f"{export_dir} lacks the graphs {missing}: re-run `graspvla export` with them")
+    engines = {}
+    for name in graphs:
+        spec = manifest.graphs[name]
         path = engine_path(cache_root, spec, precision, arch, trt.__version__)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,8 +261,8 @@ def load_engines(export_dir: str | Path, precision: str = "bf16", cache_root: st
             out = graph.run(feeds)
         check_reference(name, {k: v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
                                for k, v in out.items()}, ref_out, precision, tolerance)
-        graphs[name] = graph
-    return manifest, graphs
+        engines[name] = graph
+    return manifest, engines
 
 
 class TensorRTComponents(GraphComponents):
