@@ -4,7 +4,7 @@
 (made from the same checkpoint: checked by the safetensors fingerprint in the manifest). Without
 ``onnx_dir`` the needed graphs are exported from the checkpoint into a temporary directory first
 — convenient for small models and tests, but for the full model export once with
-``graspvla export`` (minutes, ~15 GB of RAM) and pass ``onnx_dir``.
+``graspvla export`` (minutes, tens of GB of RAM) and pass ``onnx_dir``.
 
 Every call goes through I/O binding: outputs stay as OrtValues on the session's device, so the
 image embeddings and the KV cache never cross to the host on CUDA; only logits and the action do.
