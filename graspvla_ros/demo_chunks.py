@@ -119,17 +119,23 @@ class PathMetrics:
 
 
 def evaluate(path: ScriptedPath, t0: float, times, positions, switch_times, final_position,
-             window: tuple[float, float] = (-0.05, 0.1)) -> PathMetrics:
+             robot_times=None, window: tuple[float, float] = (-0.05, 0.1)) -> PathMetrics:
     """Metrics of a run whose script started at `t0` (same clock as `times`, the TCP sample
-    times, and `switch_times`, when each chunk was handed to the controller). Chunk targets are
-    due at their reference time, so the error is taken against the reference at the same time."""
+    times, and `switch_times`, when each chunk was handed to the controller; chunk 2 onwards
+    replace a running motion). Chunk targets are due at their reference time, so the error is
+    taken against the reference at the same time. `robot_times`, the robot's own stamps of the
+    samples where known, give speeds free of sampling jitter."""
     times, positions = np.asarray(times, float), np.asarray(positions, float)
     during = (times >= t0) & (times <= t0 + path.duration)
     ref = np.array([path.position_at(t - t0) for t in times[during]]).reshape(-1, 3)
     err = np.linalg.norm(positions[during] - ref, axis=1) if len(ref) else np.array([np.nan])
-    vt, v = speeds(times, positions)
+    if robot_times is None:
+        vt, v = speeds(times, positions)
+    else:  # differentiate on the robot's clock, immune to sampling jitter; window on ours
+        rt, v = speeds(robot_times, positions)
+        vt = np.interp(rt, robot_times, times)
     mins = []
-    for s in switch_times:
+    for s in list(switch_times)[1:]:  # the first chunk starts the motion, later ones replace it
         if not path.cruising(s - t0, margin=max(abs(window[0]), window[1]) + path.dt):
             continue
         sel = (vt >= s + window[0]) & (vt <= s + window[1])
@@ -144,11 +150,12 @@ def stream(path: ScriptedPath, clock_ns: Callable[[], int], observe: Callable[[]
            send: Callable[[ActionChunk], None], latency: float = 0.0, period: float = CHUNK_PERIOD,
            frame_id: str = "base") -> tuple[float, list[float]]:
     """Play the script as a policy would: every `period` s observe the TCP, predict a chunk
-    stamped with the observation time, take `latency` s (simulated inference), send it.
+    stamped with the observation time, take `latency` s (simulated inference), send it. The
+    last chunk is observed less than `period` before the script ends and rests at its end.
     Returns the script's start time and the send time of every chunk (seconds, `clock_ns`)."""
     now = lambda: clock_ns() * 1e-9  # noqa: E731
     t0, sent = now(), []
-    for i in range(math.ceil(path.duration / period) + 1):
+    for i in range(max(1, math.ceil(path.duration / period - 1e-9))):
         time.sleep(max(0.0, t0 + i * period - now()))
         anchor, stamp = observe(), clock_ns()
         chunk = path.chunk(stamp * 1e-9 - t0, anchor, stamp, frame_id)

@@ -74,6 +74,7 @@ class RobotState:
     joints: np.ndarray            # (7,) rad
     joint_velocities: np.ndarray  # (7,)
     gripper_width: float          # m
+    robot_time: float = 0.0       # s, the robot's own clock (franky-sim's runs slower than wall time)
 
 
 def _monotonic_ns() -> int:
@@ -176,6 +177,7 @@ class FrankaExecutor:
             joints=np.asarray(s.q, float),
             joint_velocities=np.asarray(s.dq, float),
             gripper_width=self._gripper_width,
+            robot_time=s.time.to_sec(),
         )
 
     def _set_state(self, state: ControllerState, why: str) -> None:
@@ -304,7 +306,9 @@ class FrankaExecutor:
 
     def _execute(self, chunk: ActionChunk) -> None:
         now = self.clock()
-        due = chunk.due_after(now)
+        # Latency compensation is for streaming only: in the official blocking and target
+        # modes the arm waits for the model, so no step has been overtaken by time.
+        due = chunk.due_after(now) if self.strategy == Strategy.STREAMING else list(chunk.targets)
         if not due:
             raise_reason = ChunkRejected("all_steps_passed", "every step of the chunk is already due")
             if self.rejections.record(raise_reason.reason):
