@@ -12,8 +12,9 @@ import torch
 
 from graspvla_ros.model import load
 from graspvla_ros.model.cli import main as cli_main
+from graspvla_ros.model.components import ExpertFlow, LLMDecode, LLMPrefill, TokenEmbedding, insert_image_embeddings
 from graspvla_ros.model.config import CHECKPOINT_FILE, load_config
-from graspvla_ros.model.export import GRAPHS, export, graph_modules, load_fp32_model
+from graspvla_ros.model.export import GRAPHS, export, load_fp32_model
 from graspvla_ros.model.exported import ExportManifest, file_sha256, load_reference
 
 TOL = 1e-4
@@ -25,9 +26,9 @@ def manifest(tiny_onnx) -> ExportManifest:
 
 
 @pytest.fixture(scope="module")
-def torch_graphs(tiny_checkpoint):
+def torch_model(tiny_checkpoint):
     ckpt, llm = tiny_checkpoint
-    return graph_modules(load_fp32_model(ckpt, load_config(ckpt, llm)))
+    return load_fp32_model(ckpt, load_config(ckpt, llm))
 
 
 def _session(directory, manifest, graph) -> ort.InferenceSession:
@@ -57,8 +58,9 @@ def test_export_writes_checked_graphs_and_a_manifest(tiny_onnx, tiny_checkpoint,
         for t, vi in zip(g.inputs, model.graph.input):
             dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
             assert dims == list(t.shape), t.name
-    decode = manifest.graphs["llm_decode"].dynamic_axes
-    assert decode["past_k"] == {3: "past"} and decode["input_ids"] == {1: "new"}
+    llm = manifest.graphs["llm"].dynamic_axes
+    assert llm == {"input_ids": {1: "new"}, "image_embeds": {1: "image"}, "past_k": {3: "past"}, "past_v": {3: "past"},
+                   "past_k_out": {3: "total"}, "past_v_out": {3: "total"}}
     assert "vision" not in {n for n, g in manifest.graphs.items() if g.dynamic_axes}
     assert json.loads((tiny_onnx / "manifest.json").read_text())["format"] == "graspvla-onnx/1"
 
@@ -72,33 +74,39 @@ def test_ort_matches_the_stored_torch_reference(tiny_onnx, manifest, graph):
         assert np.max(np.abs(value - outs[spec.name])) <= TOL, spec.name
 
 
-def test_dynamic_axes_follow_other_lengths(tiny_onnx, manifest, torch_graphs):
-    """Shorter prompt, 1- and 15-token decode steps, a longer expert prefix: ORT == torch."""
-    ins, _ = load_reference(tiny_onnx / manifest.graphs["llm_prefill"].reference)
-    pre = {"input_ids": ins["input_ids"][:, :6], "image_embeds": ins["image_embeds"]}
-    logits, k, v = _session(tiny_onnx, manifest, "llm_prefill").run(None, pre)
+def test_llm_graph_is_the_prefill_and_the_decode_step(tiny_onnx, manifest, torch_model):
+    """`llm` with an empty cache = LLMPrefill on [BOS, image, prompt]; with the cache and no image =
+    LLMDecode's last position, for 1- and 15-token steps; `expert_flow` on the grown cache = ExpertFlow."""
+    cfg = torch_model.cfg
+    step = _session(tiny_onnx, manifest, "llm")
+    vision_in, _ = load_reference(tiny_onnx / manifest.graphs["vision"].reference)
+    (image,) = _session(tiny_onnx, manifest, "vision").run(None, vision_in)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, cfg.llm.vocab_size, (1, 6))
+    empty = np.zeros((cfg.llm.num_layers, 1, cfg.llm.num_kv_heads, 0, cfg.llm.head_dim), np.float32)
+    logits, k, v = step.run(None, {"input_ids": ids, "image_embeds": image, "past_k": empty, "past_v": empty})
     with torch.no_grad():
-        ref = torch_graphs["llm_prefill"](*(torch.from_numpy(pre[n]) for n in pre))
-    assert k.shape[3] == 6 + pre["image_embeds"].shape[1]
+        embeds = insert_image_embeddings(TokenEmbedding(torch_model)(torch.from_numpy(ids)), torch.from_numpy(image))
+        ref = LLMPrefill(torch_model)(embeds, torch.arange(embeds.shape[1])[None])
+    assert k.shape[3] == 6 + image.shape[1]
     for a, b in zip((logits, k, v), ref):
         assert np.max(np.abs(a - b.numpy())) <= TOL
-    decode = _session(tiny_onnx, manifest, "llm_decode")
-    rng = np.random.default_rng(0)
+    no_image = np.zeros((1, 0, cfg.llm.hidden_size), np.float32)
     for n in (1, 15):
         p = k.shape[3]
-        feeds = {"input_ids": rng.integers(3, 600, (1, n)), "position_ids": np.arange(p, p + n)[None],
-                 "past_k": k, "past_v": v}
-        out = decode.run(None, feeds)
+        new = rng.integers(3, cfg.llm.vocab_size, (1, n))
+        logits, k2, v2 = step.run(None, {"input_ids": new, "image_embeds": no_image, "past_k": k, "past_v": v})
         with torch.no_grad():
-            ref = torch_graphs["llm_decode"](*(torch.from_numpy(feeds[t]) for t in feeds))
-        for a, b in zip(out, ref):
-            assert np.max(np.abs(a - b.numpy())) <= TOL
-        k, v = out[1], out[2]
+            ref_logits, ref_k, ref_v = LLMDecode(torch_model)(
+                torch.from_numpy(new), torch.arange(p, p + n)[None], torch.from_numpy(k), torch.from_numpy(v))
+        assert np.max(np.abs(logits - ref_logits[:, -1].numpy())) <= TOL
+        assert np.max(np.abs(k2 - ref_k.numpy())) <= TOL and np.max(np.abs(v2 - ref_v.numpy())) <= TOL
+        k, v = k2, v2
     flow_in = {"noise": rng.standard_normal((1, 4, 7)).astype(np.float32),
                "proprio": rng.uniform(-1, 1, (1, 2, 7)).astype(np.float32), "prefix_k": k, "prefix_v": v}
     (action,) = _session(tiny_onnx, manifest, "expert_flow").run(None, flow_in)
     with torch.no_grad():
-        ref = torch_graphs["expert_flow"](*(torch.from_numpy(flow_in[t]) for t in flow_in))
+        ref = ExpertFlow(torch_model)(*(torch.from_numpy(flow_in[t]) for t in flow_in))
     assert np.max(np.abs(action - ref.numpy())) <= TOL
 
 

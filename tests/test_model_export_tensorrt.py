@@ -26,8 +26,8 @@ from graspvla_ros.model.exported import (
     save_reference,
 )
 
-DECODE = GraphSpec(
-    name="llm_decode", file="llm_decode.onnx", sha256="ab" * 32, reference="llm_decode.reference.npz",
+LLM_GRAPH = GraphSpec(
+    name="llm", file="llm.onnx", sha256="ab" * 32, reference="llm.reference.npz",
     inputs=(TensorSpec("input_ids", (1, "new"), "int64"), TensorSpec("past_k", (2, 1, 1, "past", 32), "float32")),
     outputs=(TensorSpec("logits", (1, "new", 100), "float32"),),
 )
@@ -35,30 +35,30 @@ DIMS = {"new": DimRange(1, 1, 16), "past": DimRange(1, 560, 1024)}
 
 
 def test_engine_cache_path_is_per_arch_trt_version_precision_and_onnx_hash(tmp_path):
-    p = engine_path(tmp_path, DECODE, "bf16", gpu_arch((8, 9)), "10.3.0")
-    assert p == tmp_path / "sm_89" / "10.3.0" / f"llm_decode.bf16.{'ab' * 8}.engine"
-    other = GraphSpec(**{**DECODE.__dict__, "sha256": "cd" * 32})
+    p = engine_path(tmp_path, LLM_GRAPH, "bf16", gpu_arch((8, 9)), "10.3.0")
+    assert p == tmp_path / "sm_89" / "10.3.0" / f"llm.bf16.{'ab' * 8}.engine"
+    other = GraphSpec(**{**LLM_GRAPH.__dict__, "sha256": "cd" * 32})
     assert engine_path(tmp_path, other, "bf16", "sm_89", "10.3.0") != p  # a re-export rebuilds
     assert gpu_arch((9, 0)) == "sm_90"
     with pytest.raises(ValueError, match="precision"):
-        engine_path(tmp_path, DECODE, "int8", "sm_89", "10.3.0")
+        engine_path(tmp_path, LLM_GRAPH, "int8", "sm_89", "10.3.0")
     with pytest.raises(ValueError, match="re-export"):
-        engine_path(tmp_path, GraphSpec(**{**DECODE.__dict__, "sha256": ""}), "fp16", "sm_89", "10.3.0")
+        engine_path(tmp_path, GraphSpec(**{**LLM_GRAPH.__dict__, "sha256": ""}), "fp16", "sm_89", "10.3.0")
 
 
 def test_optimisation_profile_covers_the_dynamic_axes():
-    shapes = profile_shapes(DECODE, DIMS)
+    shapes = profile_shapes(LLM_GRAPH, DIMS)
     assert shapes["input_ids"] == ((1, 1), (1, 1), (1, 16))
     assert shapes["past_k"] == ((2, 1, 1, 1, 32), (2, 1, 1, 560, 32), (2, 1, 1, 1024, 32))
     with pytest.raises(ValueError, match="past"):
-        profile_shapes(DECODE, {"new": DIMS["new"]})
+        profile_shapes(LLM_GRAPH, {"new": DIMS["new"]})
 
 
 def test_reference_check_accepts_an_engine_within_tolerance():
     rng = np.random.default_rng(0)
     ref = {"logits": rng.standard_normal((1, 3, 100)).astype(np.float32), "ids": np.arange(4)}
     close = {"logits": ref["logits"] + 1e-3, "ids": np.arange(4)}
-    check_reference("llm_decode", close, ref, "fp16")
+    check_reference("llm", close, ref, "fp16")
     assert reference_problems(close, ref, REFERENCE_TOLERANCE["fp16"]) == []
 
 
@@ -73,8 +73,8 @@ def test_reference_check_refuses_a_wrong_engine(bad, reason):
     rng = np.random.default_rng(1)
     ref = {"logits": rng.standard_normal((1, 3, 100)).astype(np.float32), "ids": np.arange(4)}
     with pytest.raises(ReferenceMismatchError, match=reason) as e:
-        check_reference("llm_decode", bad(ref), ref, "bf16")
-    assert "'llm_decode'" in str(e.value) and "Refusing to run" in str(e.value)
+        check_reference("llm", bad(ref), ref, "bf16")
+    assert "'llm'" in str(e.value) and "Refusing to run" in str(e.value)
 
 
 def test_tolerance_scales_with_the_reference_magnitude():
@@ -84,11 +84,11 @@ def test_tolerance_scales_with_the_reference_magnitude():
 
 def test_manifest_and_reference_round_trip(tmp_path):
     m = ExportManifest(opset=17, dtype="float32", checkpoint={"sha256": "x"}, dims=DIMS,
-                       graphs={"llm_decode": DECODE})
+                       graphs={"llm": LLM_GRAPH})
     m.write(tmp_path)
     back = ExportManifest.read(tmp_path)
     assert back == m
-    assert back.graphs["llm_decode"].dynamic_axes == {"input_ids": {1: "new"}, "past_k": {3: "past"},
+    assert back.graphs["llm"].dynamic_axes == {"input_ids": {1: "new"}, "past_k": {3: "past"},
                                                       "logits": {1: "new"}}
     save_reference(tmp_path / "r.npz", {"input_ids": np.array([[3]])}, {"logits": np.ones((1, 1, 2), np.float32)})
     ins, outs = load_reference(tmp_path / "r.npz")

@@ -7,24 +7,27 @@ the manifest's ``dims``):
 graph           inputs                                                outputs
 ==============  ====================================================  ===================================
 vision          front, side (1, 3, 224, 224) f32 in [0, 1]            image_embeds (1, 512, H)
-llm_prefill     input_ids (1, prompt dyn) int64 [BOS, prompt]         logits (1, V) last position
-                image_embeds (1, 512, H)                              past_k, past_v (L, 1, KV, prefill, D)
-llm_decode      input_ids, position_ids (1, new dyn) int64            logits (1, new, V)
-                past_k, past_v (L, 1, KV, past dyn, D)                past_k_out, past_v_out (…, past+new, D)
+llm             input_ids (1, new dyn) int64                          logits (1, V) last position
+                image_embeds (1, image dyn, H): 512 or 0              past_k_out, past_v_out
+                past_k, past_v (L, 1, KV, past dyn, D): 0 or more       (L, 1, KV, past+image+new, D)
 expert_denoise  x_t (1, A, 7), t (1,), proprio (1, 2, 7)              velocity (1, A, 7)
                 prefix_k, prefix_v (L, 1, KV, prefix dyn, D)
 expert_flow     noise (1, A, 7), proprio (1, 2, 7), prefix_k/v        action (1, A, 7) normalised
 ==============  ====================================================  ===================================
 
-``llm_prefill`` takes token ids and the vision output and does the embedding lookup and the image
-insertion itself ([BOS, image, prompt], positions 0…S−1), so neither the embedding table nor the
-image embeddings pass through the host. ``expert_flow`` is the 10-step Euler loop unrolled (one
-call per chunk); ``expert_denoise`` is one step (for engines that loop on the host, and for
-per-step benchmarks).
+``llm`` is the LLM prefill and the decode step in one graph (`LLMStep`): the prefill is a call
+with an empty cache and the image ([BOS, image, prompt], positions 0…S−1, = `LLMPrefill`), a decode
+step one with the cache and no image (positions continue, = `LLMDecode`'s last position). One graph
+means one copy of the LLM weights in a runtime (two graphs cannot share weights: separate
+prefill/decode graphs double the LLM's memory, and with it the 8 GB budget). It embeds the token
+ids itself, so neither the embedding table nor the image embeddings pass through the host.
+``expert_flow`` is the 10-step Euler loop unrolled (one call per chunk); ``expert_denoise`` is one
+step (for engines that loop on the host, and for per-step benchmarks).
 
 Each graph is checked with ``onnx.checker`` and run once on a reference input; that input and the
-torch output are stored as ``<graph>.reference.npz`` (the references chain: the prefill reference
-uses the vision reference output, decode and expert use the prefill cache). Graphs whose weights
+torch output are stored as ``<graph>.reference.npz`` (the references chain: the ``llm`` reference
+is a decode step on the cache the prefill of the vision reference output gives; the expert graphs
+use that cache). Graphs whose weights
 exceed 2 GB (protobuf's limit) keep them in one external file ``<graph>.onnx.data`` next to the
 graph. ``manifest.json`` records shapes, dynamic axes and their size ranges, opset, dtype and the
 source checkpoint's hashes.
@@ -44,38 +47,47 @@ import torch
 from torch import nn
 
 from graspvla_ros.model.checkpoint import load_weights
-from graspvla_ros.model.components import (ExpertDenoise, ExpertFlow, LLMDecode, LLMPrefill, TokenEmbedding,
-                                           VisionEncoder, insert_image_embeddings)
+from graspvla_ros.model.components import (ExpertDenoise, ExpertFlow, TokenEmbedding, VisionEncoder, causal_mask,
+                                           insert_image_embeddings)
 from graspvla_ros.model.config import CHECKPOINT_FILE, ModelConfig, load_config
 from graspvla_ros.model.exported import (DimRange, ExportManifest, GraphSpec, TensorSpec, file_sha256,
                                          safetensors_fingerprint, save_reference)
 from graspvla_ros.model.modeling import GraspVLA, build_model
 
-GRAPHS = ("vision", "llm_prefill", "llm_decode", "expert_denoise", "expert_flow")
+GRAPHS = ("vision", "llm", "expert_denoise", "expert_flow")
 DEFAULT_OPSET = 17
 PROTOBUF_LIMIT = 2 * 1024 ** 3
 MAX_NEW_TOKENS = 32  # tokens one decode call may feed (the official schedule feeds at most 15)
 REFERENCE_PROMPT_TOKENS = 20  # prompt length of the stored reference (a typical instruction)
 
 
-class PrefillFromIds(nn.Module):
-    """[BOS, image, prompt] from token ids and the vision output → `LLMPrefill`."""
+class LLMStep(nn.Module):
+    """Prefill (empty cache, with the image) or decode step (cache, empty image) of the LLM:
+    [first token, image, other tokens] appended after the cache; logits of the last position."""
 
     def __init__(self, model: GraspVLA):
         super().__init__()
         self.embed = TokenEmbedding(model)
-        self.prefill = LLMPrefill(model)
+        self.llm = model.llm.llm
 
-    def forward(self, input_ids: torch.Tensor, image_embeds: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, image_embeds: torch.Tensor, past_k: torch.Tensor,
+                past_v: torch.Tensor):
         x = insert_image_embeddings(self.embed(input_ids), image_embeds)
-        position_ids = torch.arange(x.shape[1], device=x.device)[None]
-        return self.prefill(x, position_ids)
+        n_past = past_k.shape[3]
+        position_ids = torch.arange(x.shape[1], device=x.device)[None] + n_past
+        mask = causal_mask(x.shape[1], n_past, x.dtype, x.device)
+        hidden, k, v = self.llm.run_layers(x, position_ids, mask, past_k, past_v)
+        return self.llm.logits(hidden[:, -1]), torch.cat((past_k, k), dim=3), torch.cat((past_v, v), dim=3)
+
+
+def empty_cache(cfg: ModelConfig) -> torch.Tensor:
+    return torch.zeros((cfg.llm.num_layers, 1, cfg.llm.num_kv_heads, 0, cfg.llm.head_dim))
 
 
 def graph_modules(model: GraspVLA) -> dict[str, nn.Module]:
     """The torch module each graph is exported from (and compared with)."""
-    return {"vision": VisionEncoder(model), "llm_prefill": PrefillFromIds(model), "llm_decode": LLMDecode(model),
-            "expert_denoise": ExpertDenoise(model), "expert_flow": ExpertFlow(model)}
+    return {"vision": VisionEncoder(model), "llm": LLMStep(model), "expert_denoise": ExpertDenoise(model),
+            "expert_flow": ExpertFlow(model)}
 
 
 def graph_io(cfg: ModelConfig) -> dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]:
@@ -93,12 +105,9 @@ def graph_io(cfg: ModelConfig) -> dict[str, tuple[tuple[TensorSpec, ...], tuple[
     action = (1, a, cfg.action_dim)
     return {
         "vision": ((TensorSpec("front", (1, 3, s, s), f32), TensorSpec("side", (1, 3, s, s), f32)), (image,)),
-        "llm_prefill": ((TensorSpec("input_ids", (1, "prompt"), i64), image),
-                        (TensorSpec("logits", (1, v), f32), kv("past_k", "prefill"), kv("past_v", "prefill"))),
-        "llm_decode": ((TensorSpec("input_ids", (1, "new"), i64), TensorSpec("position_ids", (1, "new"), i64),
-                        kv("past_k", "past"), kv("past_v", "past")),
-                       (TensorSpec("logits", (1, "new", v), f32), kv("past_k_out", "past_plus_new"),
-                        kv("past_v_out", "past_plus_new"))),
+        "llm": ((TensorSpec("input_ids", (1, "new"), i64), TensorSpec("image_embeds", (1, "image", h), f32),
+                 kv("past_k", "past"), kv("past_v", "past")),
+                (TensorSpec("logits", (1, v), f32), kv("past_k_out", "total"), kv("past_v_out", "total"))),
         "expert_denoise": ((TensorSpec("x_t", action, f32), TensorSpec("t", (1,), f32), *suffix),
                            (TensorSpec("velocity", action, f32),)),
         "expert_flow": ((TensorSpec("noise", action, f32), *suffix), (TensorSpec("action", action, f32),)),
@@ -106,22 +115,21 @@ def graph_io(cfg: ModelConfig) -> dict[str, tuple[tuple[TensorSpec, ...], tuple[
 
 
 def dim_ranges(cfg: ModelConfig) -> dict[str, DimRange]:
-    """Size ranges of the dynamic axes (TensorRT optimisation profiles; `opt` = a typical request)."""
+    """Size ranges of the dynamic axes for TensorRT's optimisation profile; `opt` is a decode step
+    of a typical request (15 of the 16 ``llm`` calls of a chunk are decode steps)."""
     max_len = int(cfg.raw.get("model", {}).get("llm", {}).get("max_len", 2048))
-    prompt = 1 + REFERENCE_PROMPT_TOKENS
-    prefix = prompt + cfg.image_tokens
-    return {"prompt": DimRange(1, prompt, max_len - cfg.image_tokens),
-            "prefill": DimRange(1 + cfg.image_tokens, prefix, max_len),
-            "new": DimRange(1, 1, MAX_NEW_TOKENS),
-            "past": DimRange(1, prefix, max_len),
-            "past_plus_new": DimRange(2, prefix + 1, max_len + MAX_NEW_TOKENS),
+    prefix = 1 + cfg.image_tokens + REFERENCE_PROMPT_TOKENS
+    return {"new": DimRange(1, 1, max_len - cfg.image_tokens),
+            "image": DimRange(0, 0, cfg.image_tokens),
+            "past": DimRange(0, prefix, max_len),
+            "total": DimRange(1, prefix + 1, max_len),
             "prefix": DimRange(1, prefix + 29, max_len)}
 
 
 @torch.no_grad()
 def reference_inputs(model: GraspVLA, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """A consistent example input per graph: random views, a prompt of typical length, the cache
-    the prefill produces, a 3-token decode step, seeded noise and proprio."""
+    """A consistent example input per graph: random views, the cache the prefill of a typical
+    prompt gives, a decode step on it, seeded noise and proprio."""
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)
     s = cfg.vision.image_size
@@ -129,17 +137,16 @@ def reference_inputs(model: GraspVLA, seed: int = 0) -> dict[str, dict[str, torc
     image = VisionEncoder(model)(**views)
     ids = torch.randint(3, cfg.llm.vocab_size, (1, 1 + REFERENCE_PROMPT_TOKENS), generator=g)
     ids[0, 0] = cfg.llm.bos_token_id
-    _, past_k, past_v = PrefillFromIds(model)(ids, image)
-    p = past_k.shape[3]
+    step = LLMStep(model)
+    _, past_k, past_v = step(ids, image, empty_cache(cfg), empty_cache(cfg))
     new = torch.randint(3, cfg.llm.vocab_size, (1, 3), generator=g)
     proprio = torch.rand((1, cfg.proprio_len, cfg.proprio_dim), generator=g) * 2 - 1
     action = (1, cfg.action_len, cfg.action_dim)
     suffix = {"proprio": proprio, "prefix_k": past_k, "prefix_v": past_v}
     return {
         "vision": views,
-        "llm_prefill": {"input_ids": ids, "image_embeds": image},
-        "llm_decode": {"input_ids": new, "position_ids": torch.arange(p, p + 3)[None], "past_k": past_k,
-                       "past_v": past_v},
+        # a 3-token step with 2 image rows: every dynamic axis > 1, so tracing cannot specialise one
+        "llm": {"input_ids": new, "image_embeds": image[:, :2], "past_k": past_k, "past_v": past_v},
         "expert_denoise": {"x_t": torch.randn(action, generator=g), "t": torch.tensor([0.7]), **suffix},
         "expert_flow": {"noise": torch.randn(action, generator=g), **suffix},
     }

@@ -23,7 +23,7 @@ from graspvla_ros.model.config import CHECKPOINT_FILE
 FORMAT = "graspvla-onnx/1"
 MANIFEST = "manifest.json"
 # The graphs `GraphComponents` runs for a prediction (``expert_denoise`` is for per-step use).
-RUNTIME_GRAPHS = ("vision", "llm_prefill", "llm_decode", "expert_flow")
+RUNTIME_GRAPHS = ("vision", "llm", "expert_flow")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,10 @@ class GraphComponents:
 
     def __init__(self, manifest: ExportManifest):
         self.manifest = manifest
-        self.image_tokens = int(manifest.graphs["llm_prefill"].inputs[1].shape[1])
+        llm = {t.name: t for t in manifest.graphs["llm"].inputs}
+        self._empty_cache = np.zeros(llm["past_k"].concrete({"past": 0}), np.float32)
+        self._no_image = np.zeros(llm["image_embeds"].concrete({"image": 0}), np.float32)
+        self.image_tokens = manifest.dims["image"].max
 
     def _run(self, graph: str, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
         raise NotImplementedError
@@ -180,17 +183,16 @@ class GraphComponents:
     def encode_images(self, front: np.ndarray, side: np.ndarray) -> Any:
         return self._run("vision", {"front": front, "side": side})["image_embeds"]
 
-    def prefill(self, input_ids: np.ndarray, image_embeds: Any) -> tuple[np.ndarray, KVCache]:
+    def _llm(self, input_ids: np.ndarray, image_embeds: Any, k: Any, v: Any, length: int, image_rows: int):
         ids = np.asarray(input_ids, dtype=np.int64)
-        out = self._run("llm_prefill", {"input_ids": ids[None], "image_embeds": image_embeds})
-        return self._host(out["logits"])[0], KVCache(out["past_k"], out["past_v"], len(ids) + self.image_tokens)
+        out = self._run("llm", {"input_ids": ids[None], "image_embeds": image_embeds, "past_k": k, "past_v": v})
+        return self._host(out["logits"])[0], KVCache(out["past_k_out"], out["past_v_out"], length + image_rows + len(ids))
+
+    def prefill(self, input_ids: np.ndarray, image_embeds: Any) -> tuple[np.ndarray, KVCache]:
+        return self._llm(input_ids, image_embeds, self._empty_cache, self._empty_cache, 0, self.image_tokens)
 
     def decode(self, input_ids: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
-        ids = np.asarray(input_ids, dtype=np.int64)
-        positions = np.arange(cache.length, cache.length + len(ids), dtype=np.int64)
-        out = self._run("llm_decode", {"input_ids": ids[None], "position_ids": positions[None],
-                                       "past_k": cache.k, "past_v": cache.v})
-        return self._host(out["logits"])[0, -1], KVCache(out["past_k_out"], out["past_v_out"], cache.length + len(ids))
+        return self._llm(input_ids, self._no_image, cache.k, cache.v, cache.length, 0)
 
     def flow(self, noise: np.ndarray, proprio: np.ndarray, cache: KVCache) -> np.ndarray:
         out = self._run("expert_flow", {"noise": np.asarray(noise, np.float32), "proprio": np.asarray(proprio, np.float32),

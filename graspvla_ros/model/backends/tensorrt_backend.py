@@ -191,6 +191,7 @@ class TrtGraph:
         if self._engine is None:
             raise RuntimeError(f"could not deserialize the TensorRT engine for {name!r}; delete it to rebuild")
         self._context = self._engine.create_execution_context()
+        self._placeholder = torch.empty(64, dtype=torch.uint8, device=device)
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._dtypes: dict[str, torch.dtype] = {}
@@ -207,13 +208,14 @@ class TrtGraph:
         missing = [n for n in self.inputs if n not in feeds]
         if missing:
             raise ValueError(f"engine {self.name!r}: missing inputs {missing}")
-        keep = []
+        keep = []  # the converted inputs must live until the engine has run
         for n in self.inputs:
             x = feeds[n].to(device=self._device, dtype=self._dtypes[n]).contiguous()
             keep.append(x)
             if not self._context.set_input_shape(n, tuple(x.shape)):
                 raise ValueError(f"engine {self.name!r}: input {n!r} shape {tuple(x.shape)} outside the built profile")
-            self._context.set_tensor_address(n, x.data_ptr())
+            # an empty tensor (the prefill's cache, a decode step's image) still gets a valid address
+            self._context.set_tensor_address(n, x.data_ptr() if x.numel() else self._placeholder.data_ptr())
         out = {}
         for n in self.outputs:
             y = torch.empty(tuple(self._context.get_tensor_shape(n)), dtype=self._dtypes[n], device=self._device)
@@ -223,7 +225,6 @@ class TrtGraph:
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"TensorRT execution of {self.name!r} failed")
         stream.synchronize()
-        del keep
         return out
 
 
