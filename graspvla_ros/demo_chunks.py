@@ -119,20 +119,22 @@ class PathMetrics:
 
 
 def evaluate(path: ScriptedPath, t0: float, times, positions, switch_times, final_position,
-             robot_times=None, window: tuple[float, float] = (-0.05, 0.1)) -> PathMetrics:
+             robot_times=None, window: tuple[float, float] = (-0.05, 0.1),
+             speed_window: float = 0.02) -> PathMetrics:
     """Metrics of a run whose script started at `t0` (same clock as `times`, the TCP sample
     times, and `switch_times`, when each chunk was handed to the controller; chunk 2 onwards
     replace a running motion). Chunk targets are due at their reference time, so the error is
     taken against the reference at the same time. `robot_times`, the robot's own stamps of the
-    samples where known, give speeds free of sampling jitter."""
+    samples where known, give speeds free of sampling jitter; without them, a longer
+    `speed_window` (s) averages the jitter of the sample stamps out."""
     times, positions = np.asarray(times, float), np.asarray(positions, float)
     during = (times >= t0) & (times <= t0 + path.duration)
     ref = np.array([path.position_at(t - t0) for t in times[during]]).reshape(-1, 3)
     err = np.linalg.norm(positions[during] - ref, axis=1) if len(ref) else np.array([np.nan])
     if robot_times is None:
-        vt, v = speeds(times, positions)
+        vt, v = speeds(times, positions, speed_window)
     else:  # differentiate on the robot's clock, immune to sampling jitter; window on ours
-        rt, v = speeds(robot_times, positions)
+        rt, v = speeds(robot_times, positions, speed_window)
         vt = np.interp(rt, robot_times, times)
     mins = []
     for s in list(switch_times)[1:]:  # the first chunk starts the motion, later ones replace it

@@ -77,7 +77,8 @@ class ScriptedChunksNode(Node):
             with self._lock:
                 times = np.array([s[0] for s in self._samples])
                 positions = np.array([s[1].position for s in self._samples])
-            self.metrics = evaluate(path, t0, times, positions, sent, positions[-1])
+            # pose stamps are taken when the controller publishes: differentiate over 50 ms
+            self.metrics = evaluate(path, t0, times, positions, sent, positions[-1], speed_window=0.05)
             for line in self.metrics.lines():
                 self.get_logger().info(line)
         except Exception as err:  # report and end the node: the controller keeps the arm safe
