@@ -102,9 +102,13 @@ def sim_world(**params: Any) -> NodeSpec:
     )
 
 
+SIM_HOST = "127.0.0.1"
+
+
 def sim_graph(**_arguments: str) -> list[NodeSpec]:
-    """The whole stack against the simulated world (no hardware)."""
-    return [controller(robot_ip="127.0.0.1")]
+    """The whole stack against the simulated world (no hardware); the controller retries
+    its connection until sim_world's franky-sim is up."""
+    return [sim_world(host=SIM_HOST), controller(robot_ip=SIM_HOST)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:

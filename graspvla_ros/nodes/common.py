@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+
+RCLError = _rclpy.RCLError
 
 
 def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -82,3 +86,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def periodic(node: Node, period: float, step: Callable[[], None], stop: threading.Event) -> None:
+    """Call `step` every `period` s on the calling thread until `stop` is set or the node's
+    context shuts down. SIGINT/SIGTERM invalidate the context before the node is closed, so
+    a publish may fail with RCLError then: that ends the loop quietly. A slow step is not
+    made up for with a burst."""
+    next_tick = time.monotonic()
+    while not stop.is_set() and node.context.ok():
+        try:
+            step()
+        except RCLError:
+            if node.context.ok():
+                raise
+            return
+        next_tick = max(next_tick + period, time.monotonic() - period)
+        stop.wait(max(0.0, next_tick - time.monotonic()))

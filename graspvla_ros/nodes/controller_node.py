@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -19,7 +18,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.franka import FrankaExecutor, GripperSettings
 from graspvla_ros.nodes import chunk_msg
-from graspvla_ros.nodes.common import declare, run
+from graspvla_ros.nodes.common import declare, periodic, run
 from graspvla_ros.safety import ChunkRejected, ControllerState, SafetyLimits
 
 DEFAULTS = {
@@ -78,15 +77,18 @@ class ControllerNode(Node):
         self.side_nodes = []
         for name, action in (("home", self.robot.home), ("estop", self.robot.estop),
                              ("release", self.robot.release), ("recover", self.robot.recover)):
-            side = Node(f"{self.get_name()}_{name}_service", namespace=self.get_namespace(), context=self.context)
+            # use_global_arguments=False: the process's `__node:=` remap must not rename these too
+            side = Node(f"{self.get_name()}_{name}_service", namespace=self.get_namespace(), context=self.context,
+                        use_global_arguments=False)
             side.create_service(Trigger, f"{self.get_fully_qualified_name()}/{name}", self._trigger(name, action))
             self.side_nodes.append(side)
         self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10)
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
-        self._state_period = 1.0 / p["state_rate_hz"]
         self._streaming = threading.Event()
-        self._state_thread = threading.Thread(target=self._stream_state, name="state-publisher", daemon=True)
+        self._state_thread = threading.Thread(
+            target=periodic, args=(self, 1.0 / p["state_rate_hz"], self._publish_robot_state, self._streaming),
+            name="state-publisher", daemon=True)
         self._state_thread.start()
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"connected to {p['robot_ip']} ({p['strategy']}, dynamics {p['relative_dynamics_factor']})")
@@ -120,14 +122,6 @@ class ControllerNode(Node):
     def _publish_state(self, state: ControllerState, why: str) -> None:
         self.state_pub.publish(String(data=state.value))
         self.get_logger().info(f"state {state.value}: {why}")
-
-    def _stream_state(self) -> None:
-        next_tick = time.monotonic()
-        while not self._streaming.is_set():
-            self._publish_robot_state()
-            next_tick += self._state_period
-            self._streaming.wait(max(0.0, next_tick - time.monotonic()))
-            next_tick = max(next_tick, time.monotonic() - self._state_period)
 
     def _publish_robot_state(self) -> None:
         s = self.robot.read_state()

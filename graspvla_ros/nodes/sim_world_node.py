@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
@@ -20,7 +19,7 @@ from std_srvs.srv import Trigger
 
 from graspvla_ros.camera import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
-from graspvla_ros.nodes.common import declare, run
+from graspvla_ros.nodes.common import declare, periodic, run
 from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
 
 DEFAULTS = {
@@ -87,19 +86,17 @@ class SimWorldNode(Node):
     def _render_loop(self, rate_hz: float) -> None:
         """Renders and publishes every camera at `rate_hz` (the renderers live on this thread)."""
         renderers = {name: self.world.renderer(name) for name in self.cameras}
-        period = 1.0 / rate_hz
-        next_t = time.monotonic()
+        def publish_frames() -> None:
+            for name, renderer in renderers.items():
+                stamp_ns = self.get_clock().now().nanoseconds
+                rgb = renderer.render()
+                image_pub, info_pub, info, frame_id = self.cameras[name]
+                info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+                image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
+                info_pub.publish(info)
+
         try:
-            while not self._stop.is_set():
-                for name, renderer in renderers.items():
-                    stamp_ns = self.get_clock().now().nanoseconds
-                    rgb = renderer.render()
-                    image_pub, info_pub, info, frame_id = self.cameras[name]
-                    info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-                    image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
-                    info_pub.publish(info)
-                next_t = max(next_t + period, time.monotonic() - period)  # no burst after a slow frame
-                self._stop.wait(max(0.0, next_t - time.monotonic()))
+            periodic(self, 1.0 / rate_hz, publish_frames, self._stop)
         finally:
             for renderer in renderers.values():
                 renderer.close()
