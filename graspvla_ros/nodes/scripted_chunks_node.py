@@ -81,6 +81,8 @@ class ScriptedChunksNode(Node):
             self.metrics = evaluate(path, t0, times, positions, sent, positions[-1], speed_window=0.05)
             for line in self.metrics.lines():
                 self.get_logger().info(line)
+            self.get_logger().info("(speeds from the pose topic's wall-clock stamps; franky-sim's clock runs unevenly "
+                                   "under CPU load, so dips here include the sim's own stutter)")
         except Exception as err:  # report and end the node: the controller keeps the arm safe
             self.get_logger().error(f"scripted chunks stopped: {err}")
         finally:
