@@ -59,6 +59,7 @@ DEFAULT_OPSET = 17
 PROTOBUF_LIMIT = 2 * 1024 ** 3
 MAX_NEW_TOKENS = 32  # tokens one decode call may feed (the official schedule feeds at most 15)
 REFERENCE_PROMPT_TOKENS = 20  # prompt length of the stored reference (a typical instruction)
+ONNX_ITEM_BYTES = {1: 4, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}  # float, int32, int64, bool, f16, double, bf16
 
 
 class LLMStep(nn.Module):
@@ -176,7 +177,7 @@ def _write_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], inputs_spec:
                               dynamic_axes={k: v for k, v in dynamic_axes.items() if v}, opset_version=opset,
                               do_constant_folding=True)
         proto = onnx.load(str(raw))
-    weights = sum(np.prod(t.dims, dtype=np.int64) * _ONNX_ITEM_BYTES.get(t.data_type, 4)
+    weights = sum(np.prod(t.dims, dtype=np.int64) * ONNX_ITEM_BYTES.get(t.data_type, 4)
                   for t in proto.graph.initializer)
     external = f"{path.name}.data" if weights > external_threshold else None
     for stale in (path, path.with_name(f"{path.name}.data")):
@@ -189,8 +190,6 @@ def _write_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], inputs_spec:
     onnx.checker.check_model(str(path))
     return external
 
-
-_ONNX_ITEM_BYTES = {1: 4, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}  # float, int32, int64, bool, f16, double, bf16
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, llm_dir: str | Path | None = None,

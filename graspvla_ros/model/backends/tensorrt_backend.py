@@ -140,6 +140,8 @@ def _import_tensorrt() -> Any:
         raise RuntimeError(
             "backend 'tensorrt' needs the tensorrt Python package (pip install tensorrt, from NVIDIA's "
             "index) and a CUDA GPU; use backend='onnxruntime' or 'torch' otherwise") from e
+    if int(tensorrt.__version__.split(".")[0]) < 10:
+        raise RuntimeError(f"backend 'tensorrt' needs TensorRT ≥ 10 (named-tensor API), found {tensorrt.__version__}")
     return tensorrt
 
 
