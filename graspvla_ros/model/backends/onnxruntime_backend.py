@@ -58,6 +58,7 @@ class OnnxRuntimeComponents(GraphComponents):
             providers = ["CPUExecutionProvider"]
         else:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        self.export_dir: tempfile.TemporaryDirectory | None = None  # set when exported on the fly; removed with self
         so = session_options(threads)
         self.sessions = {g: ort.InferenceSession(str(export_dir / manifest.graphs[g].file), so, providers=providers)
                          for g in graphs}
@@ -92,5 +93,5 @@ def create(checkpoint_dir: str | Path, cfg: ModelConfig, *, onnx_dir: str | Path
     tmp = tempfile.TemporaryDirectory(prefix="graspvla-onnx-")
     export(checkpoint_dir, tmp.name, cfg=cfg, graphs=RUNTIME_GRAPHS)
     components = OnnxRuntimeComponents(tmp.name, threads=threads, device=device)
-    components.export_dir = tmp  # removed with the components
+    components.export_dir = tmp
     return components
