@@ -8,6 +8,7 @@ from std_msgs.msg import Float64
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
+from graspvla_ros.franka import HOME_POSITION
 from graspvla_ros.graph import controller, scripted_chunks
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -35,7 +36,7 @@ def test_scripted_square_and_gripper_reach_the_simulated_arm(sim_host, ros_node)
         wait_for(lambda: widths and widths[-1] > 0.075, 10, "the gripper to open again")
     with lock:
         xyz, width = np.array(poses), np.array(widths)
-    start = xyz[len(xyz) // 20]  # homed, before the script moves
+    start = np.array(HOME_POSITION)  # the controller homes before it publishes poses or takes chunks
     span = xyz.max(axis=0) - xyz.min(axis=0)
     assert span[0] == pytest.approx(SIDE, abs=3e-3) and span[1] == pytest.approx(SIDE, abs=3e-3)
     assert span[2] < 3e-3, "the square is horizontal"
