@@ -119,7 +119,9 @@ class FrankaExecutor:
         self._threads: list[threading.Thread] = []
 
     # --- connection -------------------------------------------------------------------
-    def connect(self) -> FrankaExecutor:
+    def connect(self, timeout: float = 0.0) -> FrankaExecutor:
+        """Connect, retrying refused or timed-out connections for up to `timeout` s (a robot or
+        simulator still starting); protocol mismatches fail at once."""
         import franky  # imported here so the pure core loads without the robot library
 
         self._franky = franky
@@ -128,11 +130,19 @@ class FrankaExecutor:
         # waypoint motion) as a plain RuntimeError: both must be recovered from, never kill a worker.
         self._motion_errors = (franky.ControlException, RuntimeError)
         config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
-        try:
-            self._robot = franky.Robot(self.host, realtime_config=config)
-            self._gripper = franky.Gripper(self.host)
-        except Exception as err:  # libfranka raises several exception types here
-            raise explain_connection_error(self.host, err) from err
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._robot = franky.Robot(self.host, realtime_config=config)
+                self._gripper = franky.Gripper(self.host)
+                break
+            except franky.NetworkException as err:
+                if time.monotonic() >= deadline:
+                    raise explain_connection_error(self.host, err) from err
+                log.info("robot at %s not reachable yet (%s); retrying", self.host, err)
+                time.sleep(0.5)
+            except Exception as err:  # libfranka raises several exception types here
+                raise explain_connection_error(self.host, err) from err
         self._robot.relative_dynamics_factor = self.dynamics_factor
         self._gripper_width = float(self._gripper.width)
         if self._robot.has_errors:

@@ -23,6 +23,7 @@ from graspvla_ros.safety import ChunkRejected, ControllerState, SafetyLimits
 
 DEFAULTS = {
     "robot_ip": "172.16.0.2",
+    "connect_timeout": 30.0,
     "realtime": False,
     "relative_dynamics_factor": 0.3,
     "strategy": "streaming",
@@ -68,7 +69,7 @@ class ControllerNode(Node):
             max_recoveries=p["max_recoveries"], clock=lambda: self.get_clock().now().nanoseconds)
         self.robot.on_state_change = lambda state, why: self._publish_state(state, why)
         self._publish_state(ControllerState.IDLE, "connecting")
-        self.robot.connect()
+        self.robot.connect(timeout=p["connect_timeout"])
         if p["home_on_start"]:
             self.robot.home()
 
