@@ -10,6 +10,11 @@ import time
 
 import pytest
 
+# rclpy must be loaded before pyrealsense2: with librealsense loaded first, a process that
+# created a ROS node segfaults at exit (static destructors run in the wrong order), which
+# turns a green pytest run into exit code 139. Node processes import rclpy first anyway.
+import rclpy  # noqa: F401,E402  isort:skip
+
 
 def _network_interfaces() -> list[str]:
     # /proc/net/dev follows the caller's network namespace (unlike /sys/class/net).

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.node import Node
+from rclpy.node import Node  # before graspvla_ros.camera: rclpy must load before pyrealsense2 (exit segfault otherwise)
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
