@@ -105,10 +105,11 @@ def sim_world(**params: Any) -> NodeSpec:
 SIM_HOST = "127.0.0.1"
 
 
-def sim_graph(**_arguments: str) -> list[NodeSpec]:
+def sim_graph(**arguments: str) -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware); the controller retries
     its connection until sim_world's franky-sim is up."""
-    return [sim_world(host=SIM_HOST), controller(robot_ip=SIM_HOST)]
+    rate = {"camera_rate_hz": float(arguments["sim_camera_rate_hz"])} if "sim_camera_rate_hz" in arguments else {}
+    return [sim_world(host=SIM_HOST, **rate), controller(robot_ip=SIM_HOST)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:
@@ -128,6 +129,7 @@ GRAPH_ARGUMENTS = {
     "robot_ip": "IP address of the Franka control box (robot graph)",
     "front_serial": "serial number of the front RealSense; empty: the only one connected (robot graph)",
     "side_serial": "serial number of the side RealSense (robot graph)",
+    "sim_camera_rate_hz": "rate of the simulated cameras; rendering runs on the CPU beside the physics (sim graph)",
 }
 
 
