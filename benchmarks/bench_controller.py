@@ -5,11 +5,6 @@ path at 5 Hz with 200 ms simulated inference, streamed vs. the official blocking
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +14,7 @@ from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.demo_chunks import CHUNK_PERIOD, HORIZON, STEP_DT, ScriptedPath, evaluate, square_path, stream
 from graspvla_ros.franka import FrankaExecutor, Strategy
-from graspvla_ros.sim.server import GRIPPER_PORT, _port_open
+from graspvla_ros.sim.server import sim_process
 
 HOST = "127.0.250.2"
 SPEEDS = (0.04, 0.08)  # m/s along the square's edges
@@ -27,22 +22,6 @@ INFERENCE_LATENCY = 0.2
 LATENCY_TRIALS = 40
 MOVING = 5e-4  # m/s
 COMMAND = "scripts/isolated .venv/bin/python -m benchmarks.bench_controller"
-
-
-@contextlib.contextmanager
-def sim_process(host: str):
-    """franky-sim in its own process (so it does not share the measured process's GIL)."""
-    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.sim.server", "--host", host], start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not _port_open(host, GRIPPER_PORT):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"franky-sim did not start on {host}")
-            time.sleep(0.05)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
 
 
 class TimedExecutor(FrankaExecutor):

@@ -1,11 +1,7 @@
 """Session-wide guards shared by every test module."""
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -37,30 +33,11 @@ def pytest_configure(config: pytest.Config) -> None:
 _sim_hosts = iter(f"127.0.{(os.getpid() % 200) + 1}.{n}" for n in range(2, 255))
 
 
-@contextlib.contextmanager
 def franky_sim_process(*flags: str):
-    """franky-sim in its own process group on a fresh 127.0.x.y address; stopped by PID."""
-    from graspvla_ros.sim.server import GRIPPER_PORT, _port_open
+    """franky-sim in its own process on a fresh 127.0.x.y address (see sim.server.sim_process)."""
+    from graspvla_ros.sim.server import sim_process
 
-    host = next(_sim_hosts)
-    from graspvla_ros.bringup import die_with_parent
-
-    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.sim.server", "--host", host, *flags],
-                            start_new_session=True, preexec_fn=die_with_parent)
-    try:
-        deadline = time.monotonic() + 30
-        while not _port_open(host, GRIPPER_PORT):
-            assert proc.poll() is None, f"franky-sim exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "franky-sim did not open its ports in 30 s"
-            time.sleep(0.05)
-        yield host
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return sim_process(next(_sim_hosts), *flags)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +52,6 @@ def ros_node(request):
     """A plain rclpy node spun in a background thread, for talking to the nodes under test."""
     import threading
 
-    import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     context = rclpy.Context()

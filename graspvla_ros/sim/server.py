@@ -11,8 +11,12 @@ which the physics loop holds while it steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,6 +25,8 @@ from collections.abc import Callable
 import mujoco
 from franky_sim import SimulationServer
 from franky_sim.mujoco_simulator import MujocoSimulator
+
+from graspvla_ros.bringup import die_with_parent
 
 ROBOT_PORT = 1337
 GRIPPER_PORT = 1338
@@ -89,7 +95,7 @@ class SimServer:
         self._started = True
         deadline = time.monotonic() + timeout
         for port in (ROBOT_PORT, GRIPPER_PORT):
-            while not _port_open(self.host, port):
+            while not port_open(self.host, port):
                 if time.monotonic() > deadline:
                     self.stop()
                     raise TimeoutError(f"franky-sim did not open {self.host}:{port} in {timeout} s")
@@ -115,7 +121,31 @@ class SimServer:
             return self.data.body(name).xpos.copy()
 
 
-def _port_open(host: str, port: int) -> bool:
+@contextlib.contextmanager
+def sim_process(host: str, *flags: str, timeout: float = 30.0):
+    """franky-sim in a process of its own (its own GIL and process group) on `host`; stopped by
+    PID with SIGTERM, and SIGTERMed by the kernel if the caller dies first."""
+    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.sim.server", "--host", host, *flags],
+                            start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        deadline = time.monotonic() + timeout
+        while not port_open(host, GRIPPER_PORT):
+            if proc.poll() is not None:
+                raise RuntimeError(f"franky-sim on {host} exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"franky-sim did not open {host}:{GRIPPER_PORT} in {timeout} s")
+            time.sleep(0.05)
+        yield host
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
