@@ -12,7 +12,7 @@ NODES = {
     "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
 }
 TOOLS = {
-    "graspvla": "graspvla_ros.model.cli:main",
+    "graspvla": "graspvla_ros.cli:main",
 }
 
 setup(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from graspvla_ros.model import load
-from graspvla_ros.model.cli import main as cli_main
+from graspvla_ros.cli import main as cli_main
 from graspvla_ros.model.components import ExpertFlow, LLMDecode, LLMPrefill, TokenEmbedding, insert_image_embeddings
 from graspvla_ros.model.config import CHECKPOINT_FILE, load_config
 from graspvla_ros.model.export import GRAPHS, export, load_fp32_model

@@ -1,4 +1,4 @@
-"""The ``graspvla`` command (console script).
+"""The model's subcommands of the ``graspvla`` command (`graspvla_ros.cli`).
 
 ``graspvla export --checkpoint DIR [--llm-dir D] --out models/onnx/ [--opset 17] [--graphs ...]``
 writes the ONNX graphs, their reference outputs and ``manifest.json`` (see
@@ -7,8 +7,6 @@ writes the ONNX graphs, their reference outputs and ``manifest.json`` (see
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 
 from graspvla_ros.model.export import DEFAULT_OPSET, GRAPHS
 
@@ -24,9 +22,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graspvla", description="GraspVLA model tools")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The model's subcommands of `graspvla` (graspvla_ros.cli)."""
     ex = sub.add_parser("export", help="export the inference graphs of a checkpoint to ONNX")
     ex.add_argument("--checkpoint", required=True, help="official checkpoint directory (config.json, "
                     "preprocessor.npz, checkpoint/model.safetensors)")
@@ -36,17 +33,5 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     ex.add_argument("--graphs", nargs="+", choices=GRAPHS, default=list(GRAPHS), help="graphs to export (default: all)")
     ex.set_defaults(run=_export)
-    return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (FileNotFoundError, ValueError) as e:  # ConfigError / CheckpointMismatchError are ValueErrors
-        print(f"graspvla {args.command}: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

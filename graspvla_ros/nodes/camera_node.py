@@ -16,24 +16,40 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
                                  SoftwareCamera, StampedFrames, StreamSettings)
-from graspvla_ros.nodes.common import declare, run
+from graspvla_ros.nodes.common import run
+from graspvla_ros.nodes.params import Param, declare
 
-DEFAULTS = {
-    "name": "front",
-    "serial": "",
-    "source": "device",
-    "playback_path": "",
-    "playback_real_time": True,
-    "width": 640,
-    "height": 480,
-    "fps": 30,
-    "enable_depth": False,
-    "auto_exposure": True,
-    "frame_id": "",
-    "qos": "sensor_data",
-    "stall_timeout": 1.0,
-    "diagnostics_period": 1.0,
-}
+CONFIG = 'camera.yaml'
+PARAMS = (
+    Param('name', 'front',
+          'camera name, prefix of the topics (`front` or `side`)'),
+    Param('serial', '',
+          'serial number to open; empty = the only RealSense connected. A wrong serial fails with the list of serials present (and keeps retrying)'),
+    Param('source', 'device',
+          '`device` (USB RealSense), `software` (an `rs.software_device` playing a moving test pattern: no hardware needed), `playback` (a `.db3` recording)'),
+    Param('playback_path', '',
+          'the `.db3` file for `source: playback` (recorded with `rs.recorder`)'),
+    Param('playback_real_time', True,
+          'play the recording at its own pace (`false`: as fast as it is read)'),
+    Param('width', 640,
+          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
+    Param('height', 480,
+          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
+    Param('fps', 30,
+          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
+    Param('enable_depth', False,
+          'also stream z16 depth, aligned to colour'),
+    Param('auto_exposure', True,
+          'colour sensor auto exposure (when the device has the option)'),
+    Param('frame_id', '',
+          'header frame id; empty = `<name>_color_optical_frame`'),
+    Param('qos', 'sensor_data',
+          '`sensor_data` (best effort, depth 5) or `reliable` (depth 5) for the image/info publishers'),
+    Param('stall_timeout', 1.0,
+          'seconds without a frame before the device is closed and reopened (backoff 0.25 s doubling to 5 s; the first frame may take 5 s)'),
+    Param('diagnostics_period', 1.0,
+          'seconds between /diagnostics messages'),
+)
 SOURCES = ("device", "software", "playback")
 DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
 
@@ -88,7 +104,7 @@ class CameraNode(Node):
 
     def __init__(self, source=None, **node_options) -> None:
         super().__init__("camera", **node_options)
-        p = declare(self, DEFAULTS)
+        p = declare(self, PARAMS)
         self.camera = p["name"]
         if p["source"] not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {p['source']!r}")

@@ -70,23 +70,6 @@ def _spin_quietly(executor: SingleThreadedExecutor) -> None:
             raise
 
 
-def declare(node: Node, params: dict) -> dict:
-    """Declare parameters with defaults (nested dicts become dotted names) and return their values."""
-    values = {}
-    for name, default in _flatten(params).items():
-        values[name] = node.declare_parameter(name, default).value
-    return values
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
 
 def periodic(node: Node, period: float, step: Callable[[], None], stop: threading.Event) -> None:
     """Call `step` every `period` s on the calling thread until `stop` is set or the node's

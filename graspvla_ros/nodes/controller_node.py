@@ -18,27 +18,59 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.franka import FrankaExecutor, GripperSettings
 from graspvla_ros.nodes import chunk_msg
-from graspvla_ros.nodes.common import declare, periodic, run
+from graspvla_ros.nodes.common import periodic, run
+from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.safety import ChunkRejected, ControllerState, SafetyLimits
 
-DEFAULTS = {
-    "robot_ip": "172.16.0.2",
-    "connect_timeout": 30.0,
-    "realtime": False,
-    "relative_dynamics_factor": 0.3,
-    "strategy": "streaming",
-    "state_rate_hz": 200.0,
-    "tcp_offset": 0.0,
-    "base_frame": "base",
-    "arm_id": "fr3",
-    "home_on_start": True,
-    "max_recoveries": 3,
-    "gripper": {"force": 35.0, "speed": 0.1, "grasp_width": 0.0, "epsilon_inner": 0.005,
-                "epsilon_outer": 0.08, "open_width": 0.08},
-    "safety": {"workspace_min": [0.2, -0.4, 0.0], "workspace_max": [0.8, 0.4, 0.6],
-               "max_step_translation": 0.02, "max_step_rotation": 0.05, "max_chunk_age": 0.5,
-               "hold_timeout": 1.0},
-}
+CONFIG = 'controller.yaml'
+PARAMS = (
+    Param('robot_ip', '172.16.0.2',
+          'IP address of the Franka control box (default: `config/controller.yaml`)'),
+    Param('connect_timeout', 30.0,
+          's to keep retrying the connection at start-up (a robot or simulator still booting); a protocol mismatch fails at once'),
+    Param('realtime', False,
+          '`true` = `RealtimeConfig.Enforce` (needs a real-time kernel), else `Ignore`'),
+    Param('relative_dynamics_factor', 0.3,
+          "franky's global velocity/acceleration/jerk scale"),
+    Param('strategy', 'streaming',
+          '`streaming`, `target` or `blocking` (above)'),
+    Param('state_rate_hz', 200.0,
+          'rate of `/joint_states`, `/graspvla/ee_pose`, `/graspvla/gripper_width` (≥ 100)'),
+    Param('tcp_offset', 0.0,
+          "m along the EE z added to franky's EE frame (0.03 with GraspVLA's finger extensions)"),
+    Param('base_frame', 'base',
+          'the frame chunks must be in and poses are published in'),
+    Param('arm_id', 'fr3',
+          'joint name prefix (`panda` for a Panda)'),
+    Param('home_on_start', True,
+          'move to the reset pose after connecting'),
+    Param('max_recoveries', 3,
+          'error recoveries per motion before FAULT'),
+    Param('gripper.force', 35.0,
+          'N, grasp force'),
+    Param('gripper.speed', 0.1,
+          'm/s, finger speed'),
+    Param('gripper.grasp_width', 0.0,
+          'm, width a grasp closes to (0: squeeze until the object stops the fingers)'),
+    Param('gripper.epsilon_inner', 0.005,
+          'm, grasp succeeds if the final width is within grasp_width − inner … + outer'),
+    Param('gripper.epsilon_outer', 0.08,
+          'm, grasp succeeds if the final width is within grasp_width − inner … + outer'),
+    Param('gripper.open_width', 0.08,
+          'm, width of an open command'),
+    Param('safety.workspace_min', [0.2, -0.4, 0.0],
+          'm, box (base frame) every target is clamped into'),
+    Param('safety.workspace_max', [0.8, 0.4, 0.6],
+          'm, box (base frame) every target is clamped into'),
+    Param('safety.max_step_translation', 0.02,
+          'm per step, relative to the step before (the first: the current pose)'),
+    Param('safety.max_step_rotation', 0.05,
+          'rad per step'),
+    Param('safety.max_chunk_age', 0.5,
+          's, older observations are refused'),
+    Param('safety.hold_timeout', 1.0,
+          's without a chunk before HOLDING'),
+)
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -46,12 +78,12 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, relia
 class ControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("controller")
-        p = declare(self, DEFAULTS)
+        p = declare(self, PARAMS)
         limits = SafetyLimits(
             workspace_min=tuple(p["safety.workspace_min"]), workspace_max=tuple(p["safety.workspace_max"]),
             max_step_translation=p["safety.max_step_translation"], max_step_rotation=p["safety.max_step_rotation"],
             max_chunk_age=p["safety.max_chunk_age"], hold_timeout=p["safety.hold_timeout"], frame_id=p["base_frame"])
-        gripper = GripperSettings(**{k: p[f"gripper.{k}"] for k in DEFAULTS["gripper"]})
+        gripper = GripperSettings(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("gripper.")})
         self.base_frame = p["base_frame"]
         arm = p["arm_id"]
         self.joint_names = [f"{arm}_joint{i}" for i in range(1, 8)] + [f"{arm}_finger_joint1", f"{arm}_finger_joint2"]

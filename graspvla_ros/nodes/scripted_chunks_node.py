@@ -19,21 +19,28 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from graspvla_ros.chunk import Pose
 from graspvla_ros.demo_chunks import evaluate, speeds, square_path, stream
 from graspvla_ros.nodes import chunk_msg
-from graspvla_ros.nodes.common import declare, run
+from graspvla_ros.nodes.common import run
+from graspvla_ros.nodes.params import Param, declare
 
-DEFAULTS = {
-    "side": 0.08,             # m, edge of the square
-    "speed": 0.04,            # m/s along the edges
-    "gripper_hold": 1.5,      # s the gripper stays closed, then open
-    "inference_latency": 0.0,  # s between observation and chunk (simulated model time)
-    "start_timeout": 60.0,    # s to wait for the controller's pose and subscription
-}
+CONFIG = 'scripted_chunks.yaml'
+PARAMS = (
+    Param('side', 0.08,
+          'm, edge of the square'),
+    Param('speed', 0.04,
+          'm/s along the edges'),
+    Param('gripper_hold', 1.5,
+          's closed, then as long open'),
+    Param('inference_latency', 0.0,
+          's between observation and publishing a chunk (simulated model time)'),
+    Param('start_timeout', 60.0,
+          's to wait for the controller'),
+)
 
 
 class ScriptedChunksNode(Node):
     def __init__(self) -> None:
         super().__init__("scripted_chunks")
-        self.p = declare(self, DEFAULTS)
+        self.p = declare(self, PARAMS)
         self._lock = threading.Lock()
         self._samples: list[tuple[float, Pose, str]] = []
         self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)

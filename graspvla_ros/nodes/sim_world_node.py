@@ -19,28 +19,40 @@ from std_srvs.srv import Trigger
 
 from graspvla_ros.camera import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
-from graspvla_ros.nodes.common import declare, periodic, run
+from graspvla_ros.nodes.common import periodic, run
+from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
 
-DEFAULTS = {
-    "host": "127.0.0.1",
-    "seed": 0,
-    "realtime": 1.0,
-    "camera_rate_hz": 10.0,
-    "width": 640,
-    "height": 480,
-    "qos": "sensor_data",
-    "ground_truth_rate_hz": 10.0,
-    "target": "",
-    "base_frame": "base",
-}
+CONFIG = 'sim_world.yaml'
+PARAMS = (
+    Param('host', '127.0.0.1',
+          "loopback address franky-sim binds (the controller's `robot_ip`)"),
+    Param('seed', 0,
+          'object layout seed'),
+    Param('realtime', 1.0,
+          '`true` = `RealtimeConfig.Enforce` (needs a real-time kernel), else `Ignore`'),
+    Param('camera_rate_hz', 10.0,
+          'render + publish rate of each camera (a 640×480 frame costs 70–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
+    Param('width', 640,
+          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
+    Param('height', 480,
+          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
+    Param('qos', 'sensor_data',
+          '`sensor_data` (best effort, depth 5) or `reliable` (depth 5) for the image/info publishers'),
+    Param('ground_truth_rate_hz', 10.0,
+          'rate of `sim/object_poses` and `sim/grasp_success`'),
+    Param('target', '',
+          'initial target object name'),
+    Param('base_frame', 'base',
+          'the frame chunks must be in and poses are published in'),
+)
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class SimWorldNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("sim_world", **node_options)
-        p = declare(self, DEFAULTS)
+        p = declare(self, PARAMS)
         self.base_frame = p["base_frame"]
         self._target = ""
         self.world = SimWorld(p["seed"], p["host"], p["realtime"], p["width"], p["height"])

@@ -1,0 +1,124 @@
+"""Each node's parameters in one table (name, default, meaning).
+
+The table feeds the node's declarations (with the meaning as the parameter's description, so
+`ros2 param describe` shows it), its `config/<node>.yaml` and its section of
+docs/interfaces.md. `python -m graspvla_ros.nodes.params --write` regenerates both files from
+the tables; tests/test_docs.py fails when they differ.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "interfaces.md"
+
+# Modules that define PARAMS (a tuple of Param) and CONFIG (the config/ file name).
+TABLES = (
+    "graspvla_ros.nodes.controller_node",
+    "graspvla_ros.nodes.camera_node",
+    "graspvla_ros.nodes.sim_world_node",
+    "graspvla_ros.nodes.scripted_chunks_node",
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: dotted `name` ("safety.max_chunk_age"), typed `default`, one-line `meaning`."""
+
+    name: str
+    default: Any
+    meaning: str
+
+
+def defaults(table: Sequence[Param]) -> dict[str, Any]:
+    return {p.name: p.default for p in table}
+
+
+def declare(node, table: Sequence[Param]) -> dict[str, Any]:
+    """Declare every parameter of `table` on `node`; returns {name: value} as set at start."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return {p.name: node.declare_parameter(p.name, p.default, ParameterDescriptor(description=p.meaning)).value
+            for p in table}
+
+
+def yaml_value(value: Any) -> str:
+    """A value in YAML flow syntax that reads back as the same type (strings quoted where needed)."""
+    from graspvla_ros.graph import format_param
+
+    return format_param(value)
+
+
+def config_yaml(table: Sequence[Param], title: str) -> str:
+    """The config/*.yaml text for a table: `/**:` + ros__parameters, dotted names nested."""
+    lines = [f"# {title} defaults: generated from its PARAMS table (python -m graspvla_ros.nodes.params --write);",
+             "# meanings in docs/interfaces.md.", "/**:", "  ros__parameters:"]
+    opened: list[str] = []
+    for p in table:
+        *groups, leaf = p.name.split(".")
+        common = 0
+        while common < min(len(groups), len(opened)) and groups[common] == opened[common]:
+            common += 1
+        opened = opened[:common]
+        for g in groups[common:]:
+            lines.append("    " + "  " * len(opened) + f"{g}:")
+            opened.append(g)
+        lines.append("    " + "  " * len(opened) + f"{leaf}: {yaml_value(p.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table: Sequence[Param]) -> str:
+    rows = ["| parameter | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{p.name}` | `{yaml_value(p.default)}` | {p.meaning} |" for p in table]
+    return "\n".join(rows)
+
+
+def _marker(module: str) -> tuple[str, str]:
+    short = module.rsplit(".", 1)[-1]
+    return f"<!-- params: {short} -->", "<!-- /params -->"
+
+
+def rendered() -> dict[Path, str]:
+    """{file: expected text} for every config file and docs/interfaces.md."""
+    doc = DOC.read_text()
+    out: dict[Path, str] = {}
+    for name in TABLES:
+        module = importlib.import_module(name)
+        short = name.rsplit(".", 1)[-1]
+        out[ROOT / "config" / module.CONFIG] = config_yaml(module.PARAMS, short)
+        start, end = _marker(name)
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        if not pattern.search(doc):
+            raise SystemExit(f"docs/interfaces.md has no '{start} ... {end}' section for {short}")
+        doc = pattern.sub(lambda _m: f"{start}\n{markdown(module.PARAMS)}\n{end}", doc)
+    out[DOC] = doc
+    return out
+
+
+def stale() -> list[Path]:
+    return [path for path, text in rendered().items() if not path.exists() or path.read_text() != text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Regenerate config/*.yaml and the parameter tables of "
+                                             "docs/interfaces.md from the nodes' PARAMS tables.")
+    ap.add_argument("--write", action="store_true", help="write the files (default: list the stale ones)")
+    args = ap.parse_args(argv)
+    files = rendered()
+    out_of_date = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+    for path in out_of_date:
+        if args.write:
+            path.write_text(files[path])
+        print(f"{'wrote' if args.write else 'stale'}: {path.relative_to(ROOT)}")
+    return 0 if args.write or not out_of_date else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
