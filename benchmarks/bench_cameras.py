@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import write_section
+from benchmarks.report import cpu_model, write_section
 
 FPS = 30
 REF_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "graspvla"
@@ -49,12 +49,14 @@ def publisher(name: str, seconds: float) -> None:
     deadline = time.monotonic() + 30
     while node.color_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # discovery: count only frames a subscriber could have received
+    camera.wait_streaming(timeout=30)  # frames injected before the driver started its stream go nowhere
     time.sleep(1.0)
     frame = np.zeros((480, 640, 3), np.uint8)
     injected, start = 0, time.monotonic()
     while time.monotonic() - start < seconds:
         frame[..., 0] = injected % 256
-        camera.inject(frame, time.time() * 1000.0, domain=rs.timestamp_domain.global_time)
+        if not camera.inject(frame, time.time() * 1000.0, domain=rs.timestamp_domain.global_time):
+            raise RuntimeError("the software camera refused a frame: its stream stopped")
         injected += 1
         time.sleep(max(0.0, start + injected / FPS - time.monotonic()))
     time.sleep(1.0)
@@ -184,9 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     pre = preprocessing()
     render = sim_render()
     iou = mask_iou()
+    load = os.getloadavg()[0]
     tr = transport(args.seconds)
     lines = [f"### Image transport: 2 × 640×480 rgb8 @ {FPS} Hz, camera_node processes → subscriber process "
              f"(Fast DDS LARGE_DATA, sensor_data QoS), {args.seconds:.0f} s", "",
+             f"Measured on {cpu_model()} (load average {load:.1f} at the start).", "",
              "| camera | injected | published | received | dropped | latency p50 | latency p99 |", "|---|---|---|---|---|---|---|"]
     for name, r in tr.items():
         lines.append(f"| {name} | {r['injected']} | {r['published']} | {r['received']} | "

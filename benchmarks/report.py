@@ -19,15 +19,18 @@ HEADER = (
 )
 
 
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo and its logical CPU count ("AMD EPYC × 2 logical CPUs")."""
     try:
         with open("/proc/cpuinfo") as f:
             names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-        cpu = f"{names[0]} × {len(names)} logical CPUs" if names else cpu
     except OSError:
-        pass
-    return f"{cpu}, Python {platform.python_version()}"
+        names = []
+    return f"{names[0]} × {len(names)} logical CPUs" if names else platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    return f"{cpu_model()}, Python {platform.python_version()}"
 
 
 def _commit() -> str:

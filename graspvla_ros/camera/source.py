@@ -168,13 +168,27 @@ class SoftwareCamera:
     def replug(self) -> None:
         self._plugged.set()
 
+    @property
+    def streaming(self) -> bool:
+        """A reader has started the colour stream (frames injected now reach it)."""
+        return bool(self._color_sensor.get_active_streams())
+
+    def wait_streaming(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.streaming:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def inject(self, color: np.ndarray, timestamp_ms: float, depth: np.ndarray | None = None,
                domain: rs.timestamp_domain = rs.timestamp_domain.hardware_clock,
                exposure_ms: float = 0.0) -> bool:
         """Push one capture. `timestamp_ms` is when readout starts; the middle of exposure is
         `exposure_ms` earlier (sent as frame/sensor timestamp metadata, as a D4xx does).
-        Returns False (frame lost) while unplugged."""
-        if not self._plugged.is_set():
+        Returns False (frame lost) while unplugged or before a reader started the stream:
+        librealsense drops those frames silently, as a camera that is not streaming sends none."""
+        if not self._plugged.is_set() or not self.streaming:
             return False
         with self._lock:
             self._frame_number += 1
@@ -238,7 +252,9 @@ class RealSenseStream:
         sensors = list(device.query_sensors())
         color_sensor, color_profile = _find_profile(sensors, rs.stream.color, rs.format.rgb8, settings, description)
         self._started = []
-        self._syncer = rs.syncer(2)
+        # Half a second of frames: a reader held up by the GIL or a slow subscriber in its
+        # callback catches up instead of losing frames at librealsense's queue.
+        self._syncer = rs.syncer(max(2, settings.fps // 2))
         self._align = None
         self.depth_scale = 0.0
         opened = [(color_sensor, color_profile)]
