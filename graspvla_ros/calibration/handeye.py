@@ -3,24 +3,23 @@ the camera's pose in the robot base frame (and the board's pose in the gripper).
 
     T_base_gripper[i] · T_gripper_board = T_base_camera · T_camera_board[i]
 
-Both unknowns are fixed; OpenCV's calibrateHandEye solves it in eye-to-hand form (base →
-gripper poses in place of gripper → base). The motions must rotate the board about at least
-two different axes, or the camera's position along the rotation axis is undefined.
+Both unknowns are fixed. Pairs of poses give A·X = X·B (A = G_j·G_i⁻¹ in the base frame,
+B = C_j·C_i⁻¹ in the camera frame), solved in closed form (Park & Martin: rotation from the
+rotation axes, translation by least squares), then refined jointly with T_gripper_board by
+least squares over the board's corners as the arm and the camera place them. (OpenCV 5 has no
+calibrateHandEye in its main modules, hence our own.) The motions must rotate the board about
+at least two different axes, or the camera's position along the rotation axis is undefined.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from graspvla_ros.calibration.geometry import invert, rotation_angle_deg, transform
-
-METHODS = {"tsai": cv2.CALIB_HAND_EYE_TSAI, "park": cv2.CALIB_HAND_EYE_PARK,
-           "horaud": cv2.CALIB_HAND_EYE_HORAUD, "andreff": cv2.CALIB_HAND_EYE_ANDREFF,
-           "daniilidis": cv2.CALIB_HAND_EYE_DANIILIDIS}
 
 
 class HandEyeError(ValueError):
@@ -65,35 +64,59 @@ def check_motions(T_base_gripper: Sequence[np.ndarray], min_poses: int = 6, min_
                            "add poses tilted about a second axis (e.g. pitch as well as yaw the gripper)")
 
 
-def _residuals(X: np.ndarray, T_base_gripper, T_cam_board) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """T_gripper_board as the mean over poses, and each pose's translation (m) / angle (deg) from it."""
-    Ys = [invert(g) @ X @ c for g, c in zip(T_base_gripper, T_cam_board)]
-    Y = transform(Rotation.from_matrix([y[:3, :3] for y in Ys]).mean().as_matrix(), np.mean([y[:3, 3] for y in Ys], 0))
-    dt = np.array([np.linalg.norm(y[:3, 3] - Y[:3, 3]) for y in Ys])
-    dr = np.array([rotation_angle_deg(Y[:3, :3].T @ y[:3, :3]) for y in Ys])
-    return Y, dt, dr
+def _closed_form(G: Sequence[np.ndarray], C: Sequence[np.ndarray]) -> np.ndarray:
+    """X = T_base_camera from all pose pairs with A·X = X·B (Park & Martin 1994)."""
+    pairs = [(G[j] @ invert(G[i]), C[j] @ invert(C[i])) for i in range(len(G)) for j in range(i + 1, len(G))]
+    M = np.zeros((3, 3))
+    for A, B in pairs:
+        M += np.outer(Rotation.from_matrix(B[:3, :3]).as_rotvec(), Rotation.from_matrix(A[:3, :3]).as_rotvec())
+    w, V = np.linalg.eigh(M.T @ M)
+    R = V @ np.diag(w ** -0.5) @ V.T @ M.T
+    U, _, Wt = np.linalg.svd(R)  # nearest rotation
+    R = U @ np.diag([1, 1, np.linalg.det(U @ Wt)]) @ Wt
+    lhs = np.vstack([A[:3, :3] - np.eye(3) for A, _ in pairs])
+    rhs = np.concatenate([R @ B[:3, 3] - A[:3, 3] for A, B in pairs])
+    return transform(R, np.linalg.lstsq(lhs, rhs, rcond=None)[0])
+
+
+def _mean_board_in_gripper(X: np.ndarray, G, C) -> np.ndarray:
+    Ys = [invert(g) @ X @ c for g, c in zip(G, C)]
+    return transform(Rotation.from_matrix([y[:3, :3] for y in Ys]).mean().as_matrix(), np.mean([y[:3, 3] for y in Ys], 0))
+
+
+def _pack(T: np.ndarray) -> np.ndarray:
+    return np.concatenate([Rotation.from_matrix(T[:3, :3]).as_rotvec(), T[:3, 3]])
+
+
+def _unpack(v: np.ndarray) -> np.ndarray:
+    return transform(Rotation.from_rotvec(v[:3]).as_matrix(), v[3:6])
 
 
 def solve_eye_to_hand(T_base_gripper: Sequence[np.ndarray], T_cam_board: Sequence[np.ndarray],
-                      min_poses: int = 6, min_rotation_deg: float = 10.0) -> HandEyeResult:
-    """Camera → base from pairs (gripper pose in base, board pose in camera). Every OpenCV method
-    is tried; the one whose board-in-gripper estimates agree best across poses wins."""
+                      board_points: np.ndarray | None = None, min_poses: int = 6,
+                      min_rotation_deg: float = 10.0) -> HandEyeResult:
+    """Camera → base from pairs (gripper pose in base, board pose in camera). `board_points`
+    (N×3, board frame; default a 30 cm square) are where the refinement compares the two chains."""
     if len(T_base_gripper) != len(T_cam_board):
         raise HandEyeError(f"{len(T_base_gripper)} arm poses but {len(T_cam_board)} board views")
-    check_motions(T_base_gripper, min_poses, min_rotation_deg)
-    base_to_gripper = [invert(np.asarray(g, float)) for g in T_base_gripper]
-    best = None
-    for name, method in METHODS.items():
-        R, t = cv2.calibrateHandEye([g[:3, :3] for g in base_to_gripper], [g[:3, 3] for g in base_to_gripper],
-                                    [c[:3, :3] for c in T_cam_board], [c[:3, 3] for c in T_cam_board], method=method)
-        X = transform(R, t)
-        if not np.all(np.isfinite(X)):
-            continue
-        Y, dt, dr = _residuals(X, T_base_gripper, T_cam_board)
-        score = float(np.sqrt(np.mean(dt ** 2)) + np.sqrt(np.mean(dr ** 2)) * 1e-3)  # 1 mm ~ 1°
-        if best is None or score < best[0]:
-            best = score, HandEyeResult(X, Y, len(T_base_gripper), float(np.sqrt(np.mean(dt ** 2)) * 1e3),
-                                        float(np.sqrt(np.mean(dr ** 2))), name)
-    if best is None:
-        raise HandEyeError("no hand-eye method converged on these poses")
-    return best[1]
+    G = [np.asarray(g, float) for g in T_base_gripper]
+    C = [np.asarray(c, float) for c in T_cam_board]
+    check_motions(G, min_poses, min_rotation_deg)
+    if board_points is None:
+        board_points = np.array([[0, 0, 0], [0.3, 0, 0], [0, 0.3, 0], [0.3, 0.3, 0]], float)
+    P = np.c_[board_points, np.ones(len(board_points))].T
+
+    def residuals(v: np.ndarray) -> np.ndarray:
+        X, Y = _unpack(v[:6]), _unpack(v[6:])
+        return np.concatenate([((g @ Y - X @ c) @ P)[:3].ravel() for g, c in zip(G, C)])
+
+    X0 = _closed_form(G, C)
+    fit = least_squares(residuals, np.concatenate([_pack(X0), _pack(_mean_board_in_gripper(X0, G, C))]))
+    X, Y = _unpack(fit.x[:6]), _unpack(fit.x[6:])
+    if not np.all(np.isfinite(X)):
+        raise HandEyeError("the hand-eye solve did not converge on these poses")
+    predicted = [invert(X) @ g @ Y for g in G]  # the board in the camera, as the arm puts it
+    dt = np.array([np.linalg.norm(p[:3, 3] - c[:3, 3]) for p, c in zip(predicted, C)])
+    dr = np.array([rotation_angle_deg(p[:3, :3].T @ c[:3, :3]) for p, c in zip(predicted, C)])
+    return HandEyeResult(X, Y, len(G), float(np.sqrt(np.mean(dt ** 2))) * 1e3, float(np.sqrt(np.mean(dr ** 2))),
+                         "park-martin + least squares")

@@ -74,7 +74,7 @@ def write_calibration(cal: CameraCalibration, directory: Path | str = CALIBRATIO
     """Write calibration/<camera>.yaml atomically (a reader never sees half a file)."""
     path = calibration_path(cal.camera, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# Written by `graspvla calibrate`; see calibration/README.md\n{yaml.safe_dump(cal.to_dict(), sort_keys=False)}"
+    text = f"# Written by `graspvla calibrate`; see calibration/README.md\n{yaml.safe_dump(cal.to_dict(), sort_keys=False, allow_unicode=True)}"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{cal.camera}.", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(text)

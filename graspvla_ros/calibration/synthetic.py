@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import mujoco
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from graspvla_ros.calibration.charuco import Board
 from graspvla_ros.calibration.geometry import Intrinsics, transform
@@ -82,3 +83,30 @@ class BoardRenderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# The board as the gripper holds it in simulated sessions: 10 cm beyond the TCP, turned so that
+# it faces a camera when the gripper points down.
+T_GRIPPER_BOARD = transform(Rotation.from_euler("xyz", [100, 5, -40], degrees=True).as_matrix(), (-0.12, 0.05, 0.10))
+BOARD_CENTRES = {"front": (0.55, 0.0, 0.30), "side": (0.5, 0.05, 0.25)}
+
+
+def session(T_base_camera: np.ndarray, intrinsics: Intrinsics, board: Board = Board(), poses: int = 12,
+            centre=(0.55, 0.0, 0.3), tilt_deg: float = 20.0, spread_m: float = 0.08, noise: float = 2.0,
+            seed: int = 0, T_gripper_board: np.ndarray = T_GRIPPER_BOARD) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A simulated eye-to-hand session: `poses` (image, T_base_gripper) pairs with the board held
+    by the gripper around `centre`, facing the camera, tilted up to tilt_deg about random axes;
+    grey noise of std `noise` on the images."""
+    rng = np.random.default_rng(seed)
+    w, h = board.size_m
+    out = []
+    with BoardRenderer(board, intrinsics) as renderer:
+        for _ in range(poses):
+            tilt = Rotation.from_rotvec(rng.normal(size=3) * np.radians(tilt_deg) / 1.7).as_matrix()
+            R = T_base_camera[:3, :3] @ tilt
+            c = np.asarray(centre) + rng.uniform(-spread_m, spread_m, 3)
+            T_base_board = transform(R, c - R @ (w / 2, h / 2, 0.0))
+            image = renderer.render(T_base_camera, T_base_board).astype(float)
+            image = np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8)
+            out.append((image, T_base_board @ np.linalg.inv(T_gripper_board)))
+    return out
