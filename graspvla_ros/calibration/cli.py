@@ -86,7 +86,7 @@ def _intrinsics(doc: dict | None, camera: str):
     if doc is None:
         return load_nominal().camera(camera).intrinsics
     if "k" in doc:
-        return Intrinsics.from_camera_info(argparse.Namespace(d=doc.get("d", ()), **doc))
+        return Intrinsics.from_camera_info(argparse.Namespace(**{"d": (), **doc}))
     return Intrinsics.from_dict(doc)
 
 
