@@ -24,6 +24,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml") + ["calibration/README.md"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
