@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 import yaml
 
 from graspvla_ros.calibration import overlay, store

@@ -44,7 +44,8 @@ def add_commands(sub) -> None:
     o.add_argument("--expected", type=Path, help="a 256² reference mask to use instead of the rendered silhouette "
                                                  "(e.g. the official front_ref.png)")
     o.add_argument("--save", action="store_true", help="record the score in calibration/<camera>.yaml")
-    o.add_argument("--out-dir", type=Path, default=None, help="where <camera>.yaml is (default calibration/)")
+    o.add_argument("--out-dir", type=Path, default=None, help="where <camera>.yaml is (default calibration/); its "
+                                                              "intrinsics are used when --intrinsics is not given")
     o.set_defaults(run=run_overlay)
 
     s = cal.add_parser("simulate", help="render a board session (images + poses.yaml) from a displaced camera")
@@ -112,6 +113,18 @@ def tcp_pose(entry: dict) -> np.ndarray:
     return transform(R, entry["position"])
 
 
+def _previous(camera: str, kwargs: dict):
+    """The camera's current calibration file, or None (an unreadable one is reported, then replaced)."""
+    from graspvla_ros.calibration import store
+    try:
+        return store.load_calibration(camera, **kwargs)
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        print(f"replacing {e}")
+        return None
+
+
 def run_board(args) -> int:
     from graspvla_ros.calibration import store
     from graspvla_ros.calibration.charuco import Board, BoardNotFound, detect_board
@@ -144,10 +157,7 @@ def run_board(args) -> int:
     dev = deviation(nominal, result.T_base_camera, intrinsics,
                     Thresholds(args.max_translation_mm, args.max_rotation_deg))
     kwargs = {} if args.out_dir is None else {"directory": args.out_dir}
-    try:
-        previous = store.load_calibration(args.camera, **kwargs)
-    except FileNotFoundError:
-        previous = None
+    previous = _previous(args.camera, kwargs)
     cal = store.CameraCalibration(args.camera, intrinsics, result.T_base_camera, deviation=dev.to_dict(),
                                   hand_eye={**result.to_dict(), "board": board.to_dict(),
                                             "corner_rms_px": round(float(np.mean([v.rms_px for v in views])), 4)},
@@ -167,7 +177,14 @@ def run_overlay(args) -> int:
     from graspvla_ros.calibration import overlay, store
     from graspvla_ros.calibration.nominal import load_nominal
 
-    intrinsics = _intrinsics(_yaml(args.intrinsics) if args.intrinsics else None, args.camera)
+    kwargs = {} if args.out_dir is None else {"directory": args.out_dir}
+    previous = _previous(args.camera, kwargs)
+    if args.intrinsics:
+        intrinsics = _intrinsics(_yaml(args.intrinsics), args.camera)
+    elif previous is not None:  # what `calibrate board` measured with
+        intrinsics = previous.intrinsics
+    else:
+        intrinsics = _intrinsics(None, args.camera)
     image = _read_image(args.image)
     if image.shape[:2] != (intrinsics.height, intrinsics.width):
         raise ValueError(f"{args.image} is {image.shape[1]}×{image.shape[0]}, the intrinsics are for "
@@ -195,13 +212,10 @@ def run_overlay(args) -> int:
         cv2.imwrite(str(args.out), overlay.overlay_image(view, expected)[..., ::-1])
         print(f"wrote {args.out}")
     if args.save:
-        kwargs = {} if args.out_dir is None else {"directory": args.out_dir}
-        try:
-            cal = store.load_calibration(args.camera, **kwargs)
-        except FileNotFoundError:
-            cal = store.CameraCalibration(args.camera, intrinsics)
-        cal.intrinsics, cal.score = intrinsics, {**result.to_dict(), "image": str(args.image),
-                                                 "expected": str(args.expected or "rendered")}
+        cal = previous or store.CameraCalibration(args.camera, intrinsics)
+        cal.intrinsics = intrinsics
+        cal.score = {**result.to_dict(), "image": str(args.image), "expected": str(args.expected or "rendered"),
+                     "date": store.utc_now()}
         print(f"wrote {store.write_calibration(cal, **kwargs)}")
     return 0
 

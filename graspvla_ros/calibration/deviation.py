@@ -2,7 +2,6 @@
 in words for the person holding the wrench."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

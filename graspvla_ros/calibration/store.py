@@ -20,12 +20,16 @@ from graspvla_ros.calibration.nominal import CALIBRATION_DIR
 FORMAT = 1
 
 
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass
 class CameraCalibration:
     camera: str
     intrinsics: Intrinsics
     pose: np.ndarray | None = None  # T_base_camera (OpenCV axes), None until measured
-    date: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    date: str = field(default_factory=utc_now)
     deviation: dict | None = None
     hand_eye: dict | None = None
     score: dict | None = None
@@ -90,4 +94,10 @@ def load_calibration(camera_or_path: str | Path, directory: Path | str = CALIBRA
     if not path.exists():
         raise FileNotFoundError(f"{path}: no calibration (run `graspvla calibrate board ...`)")
     with open(path) as f:
-        return CameraCalibration.from_dict(yaml.safe_load(f))
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a calibration file (expected a YAML mapping)")
+    try:
+        return CameraCalibration.from_dict(doc)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: incomplete calibration ({e})") from None
