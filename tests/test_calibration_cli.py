@@ -7,7 +7,8 @@ import numpy as np
 import yaml
 
 from graspvla_ros.calibration import overlay, store
-from graspvla_ros.calibration.geometry import invert, rotation_angle_deg
+from graspvla_ros.calibration.charuco import Board
+from graspvla_ros.calibration.geometry import invert, rotation_angle_deg, rotation_from_angles
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.cli import main
 
@@ -30,7 +31,6 @@ def test_board_session_from_a_displaced_camera_measures_it_and_says_how_to_fix_i
     nominal = NOMINAL.camera("front")
     truth = nominal.pose.copy()
     truth[:3, 3] += (0.012, 0, 0)
-    from graspvla_ros.calibration.geometry import rotation_from_angles
     truth[:3, :3] = rotation_from_angles(178.5, -25.0, 0.0)
     d = invert(truth) @ cal.pose
     assert np.linalg.norm(d[:3, 3]) < 0.002 and rotation_angle_deg(d[:3, :3]) < 0.2
@@ -97,6 +97,5 @@ def test_printed_board_is_the_board_the_detector_looks_for(tmp_path):
     assert main(["calibrate", "print-board", "--out", str(tmp_path / "board.png")]) == 0
     image = cv2.imread(str(tmp_path / "board.png"), cv2.IMREAD_GRAYSCALE)
     assert image.shape == (5 * 200 + 200, 7 * 200 + 200)
-    from graspvla_ros.calibration.charuco import Board
     corners, ids, _, _ = cv2.aruco.CharucoDetector(Board().cv()).detectBoard(image)
     assert len(ids) == 24
