@@ -99,3 +99,14 @@ def test_printed_board_is_the_board_the_detector_looks_for(tmp_path):
     assert image.shape == (5 * 200 + 200, 7 * 200 + 200)
     corners, ids, _, _ = cv2.aruco.CharucoDetector(Board().cv()).detectBoard(image)
     assert len(ids) == 24
+
+
+def test_move_puts_the_arm_at_the_calibration_joints(sim_host, capsys):
+    import franky
+    assert main(["calibrate", "move", "--robot-ip", sim_host, "--speed", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "arm at the calibration joint configuration" in out, out
+    robot = franky.Robot(sim_host, realtime_config=franky.RealtimeConfig.Ignore)
+    np.testing.assert_allclose(robot.current_joint_state.position, NOMINAL.calibration_joints, atol=3e-3)
+    assert main(["calibrate", "move", "--robot-ip", "127.0.0.254", "--speed", "0.3"]) == 2
+    assert "graspvla calibrate move:" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     graspvla calibrate overlay --image front.png --camera front --out overlay.png
     graspvla calibrate simulate --camera front --out DIR --offset-mm 10 0 0  # a data set to try
     graspvla calibrate print-board --out board.png
+    graspvla calibrate move --robot-ip 172.16.0.2            # arm to the calibration joints
 
 Exit codes: 0 pass, 1 measured but outside the thresholds (the file is still written), 2 bad
 input (nothing written).
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +61,13 @@ def add_commands(sub) -> None:
     s.add_argument("--poses", type=int, default=12)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=run_simulate)
+
+    m = cal.add_parser("move", help="move the arm to the calibration joint configuration (franky; "
+                                    "stop the controller first: one client commands the robot)")
+    m.add_argument("--robot-ip", required=True, help="Franka control box address (or a franky-sim host)")
+    m.add_argument("--speed", type=float, default=0.1, help="relative dynamics factor, 0–1 (default 0.1)")
+    m.add_argument("--realtime", action="store_true", help="enforce libfranka's real-time check (RT kernel)")
+    m.set_defaults(run=run_move)
 
     pb = cal.add_parser("print-board", help="the board image to print (at 1 square = --square-mm)")
     pb.add_argument("--out", type=Path, required=True)
@@ -245,6 +255,33 @@ def run_simulate(args) -> int:
         yaml.safe_dump({"intrinsics": cam.intrinsics.to_dict(), "poses": poses}, f, sort_keys=False)
     print(f"wrote {len(poses)} views of a {args.camera} camera moved by {list(args.offset_mm)} mm and turned "
           f"by {list(args.turn_deg)}° (yaw, pitch, roll) to {args.out}")
+    return 0
+
+
+def run_move(args) -> int:
+    import franky
+
+    from graspvla_ros.calibration.nominal import load_nominal
+    from graspvla_ros.franka import explain_connection_error
+
+    if not 0 < args.speed <= 1:
+        raise ValueError(f"--speed must be in (0, 1], got {args.speed}")
+    joints = load_nominal().calibration_joints
+    config = franky.RealtimeConfig.Enforce if args.realtime else franky.RealtimeConfig.Ignore
+    try:
+        robot = franky.Robot(args.robot_ip, realtime_config=config)
+        robot.relative_dynamics_factor = args.speed
+        if robot.has_errors:
+            robot.recover_from_errors()
+        robot.move(franky.JointMotion(list(joints)))
+        settle_until = time.monotonic() + 5.0  # the motion ends on the reference; let the arm settle on it
+        while np.abs(robot.current_joint_state.velocity).max() > 0.002 and time.monotonic() < settle_until:
+            time.sleep(0.05)
+    except Exception as e:  # libfranka raises several exception types
+        print(f"graspvla calibrate move: {explain_connection_error(args.robot_ip, e)}", file=sys.stderr)
+        return 2
+    error = np.abs(np.subtract(robot.current_joint_state.position, joints)).max()
+    print(f"arm at the calibration joint configuration (largest joint error {np.degrees(error):.3f}°)")
     return 0
 
 
