@@ -2,6 +2,8 @@
 cameras and the calibration tools take them from."""
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,22 @@ import yaml
 
 from graspvla_ros.calibration.geometry import Intrinsics, camera_angles, look_rotation, rotation_from_angles, transform
 
-CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
+def _calibration_dir() -> Path:
+    """$GRASPVLA_CALIBRATION_DIR, else the source checkout's calibration/, else the installed
+    package's share/graspvla_ros/calibration (colcon or pip install, setup.py data_files)."""
+    if os.environ.get("GRASPVLA_CALIBRATION_DIR"):
+        return Path(os.environ["GRASPVLA_CALIBRATION_DIR"])
+    candidates = [Path(__file__).resolve().parents[2] / "calibration",
+                  Path(sys.prefix) / "share" / "graspvla_ros" / "calibration"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory("graspvla_ros")) / "calibration")
+    except Exception:  # no ament index (plain venv) or the package is not installed there
+        pass
+    return next((c for c in candidates if (c / "nominal.yaml").exists()), candidates[0])
+
+
+CALIBRATION_DIR = _calibration_dir()
 NOMINAL_PATH = CALIBRATION_DIR / "nominal.yaml"
 
 
