@@ -69,7 +69,7 @@ def add_commands(sub) -> None:
     m.add_argument("--realtime", action="store_true", help="enforce libfranka's real-time check (RT kernel)")
     m.set_defaults(run=run_move)
 
-    pb = cal.add_parser("print-board", help="the board image to print (at 1 square = --square-mm)")
+    pb = cal.add_parser("print-board", help="the board image to print (scale it so one square measures the board's square_m)")
     pb.add_argument("--out", type=Path, required=True)
     pb.add_argument("--board", type=Path, help="YAML with the board (squares_x, squares_y, square_m, marker_m, dictionary)")
     pb.set_defaults(run=run_print_board)
