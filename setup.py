@@ -10,6 +10,7 @@ NODES = {
     "scripted_chunks_node": "graspvla_ros.nodes.scripted_chunks_node:main",
     "camera_node": "graspvla_ros.nodes.camera_node:main",
     "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
+    "calibration_node": "graspvla_ros.nodes.calibration_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",
@@ -24,6 +25,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml") + ["calibration/README.md"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,10 +1,11 @@
 """The simulated GraspVLA table world on top of `SimServer`: a table, named graspable objects
 laid out from a seed, the two training cameras rendered offscreen, and ground truth.
 
-Camera geometry follows GraspVLA's set-up (robot base frame): front at (1.356, 0, 0.539) m
-looking along −x, 25° down; side at (0.5, 0.693, 0.5) m looking at (0.5, 0, 0.1) (30° down);
-vertical field of view 43° — the angles the official real-robot set-up uses too
-(front (1.35, 0, 0.53) → (0.2, 0, 0), side (0.5, 0.69, 0.5) → (0.5, 0, 0.1)).
+Camera geometry follows GraspVLA's set-up (robot base frame), read from calibration/nominal.yaml
+(shared with the calibration tools): front at (1.356, 0, 0.539) m looking along −x, 25° down;
+side at (0.5, 0.693, 0.5) m looking at (0.5, 0, 0.1) (30° down); vertical field of view 43° —
+the angles the official real-robot set-up uses too (front (1.35, 0, 0.53) → (0.2, 0, 0),
+side (0.5, 0.69, 0.5) → (0.5, 0, 0.1)).
 
 Thread-safety: franky-sim steps physics on its own thread while holding `server.lock`;
 every read of `data` here (poses, contacts, the render scene update) takes that lock, and
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from graspvla_ros.calibration.geometry import camera_angles, look_rotation
+from graspvla_ros.calibration.nominal import NominalCamera, load_nominal
 from graspvla_ros.chunk import euler_to_matrix
 from graspvla_ros.franka import HOME_POSITION, HOME_RPY
 from graspvla_ros.sim.server import SimServer
@@ -44,15 +47,20 @@ class CameraSpec:
     position: tuple[float, float, float]
     target: tuple[float, float, float]
     fovy_deg: float = 43.0
+    roll_deg: float = 0.0  # about the optical axis, clockwise seen from behind the camera
+
+    @classmethod
+    def from_pose(cls, name: str, pose: np.ndarray, fovy_deg: float = 43.0) -> CameraSpec:
+        """From a camera → base transform (OpenCV axes), e.g. measured extrinsics from
+        calibration/<camera>.yaml (`calibration.store.load_calibration(...).pose`)."""
+        position, rotation = pose[:3, 3], pose[:3, :3]
+        target = position + rotation[:, 2]
+        return cls(name, tuple(map(float, position)), tuple(map(float, target)), fovy_deg, camera_angles(rotation)[2])
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Camera x (image right), y (image up) and z (backwards) in the world frame."""
-        forward = np.subtract(self.target, self.position).astype(float)
-        forward /= np.linalg.norm(forward)
-        right = np.cross(forward, (0.0, 0.0, 1.0))
-        right /= np.linalg.norm(right)
-        up = np.cross(right, forward)
-        return right, up, -forward
+        R = look_rotation(np.subtract(self.target, self.position), self.roll_deg)
+        return R[:, 0], -R[:, 1], -R[:, 2]
 
     def focal_px(self, height: int) -> float:
         return height / 2 / math.tan(math.radians(self.fovy_deg) / 2)
@@ -66,9 +74,13 @@ class CameraSpec:
         return width / 2 + f * (rel @ x) / depth, height / 2 - f * (rel @ y) / depth
 
 
-FRONT = CameraSpec("front", (1.356, 0.0, 0.539),
-                   (1.356 - math.cos(math.radians(25)), 0.0, 0.539 - math.sin(math.radians(25))))
-SIDE = CameraSpec("side", (0.5, 0.693, 0.5), (0.5, 0.0, 0.1))
+def _nominal_spec(cam: NominalCamera) -> CameraSpec:
+    return CameraSpec.from_pose(cam.name, cam.pose, cam.fovy_deg)
+
+
+NOMINAL = load_nominal()
+FRONT = _nominal_spec(NOMINAL.camera("front"))
+SIDE = _nominal_spec(NOMINAL.camera("side"))
 CAMERAS = (FRONT, SIDE)
 
 
@@ -206,10 +218,10 @@ class SimWorld:
     """
 
     def __init__(self, seed: int = 0, host: str = "127.0.0.1", realtime: float = 1.0,
-                 width: int = 640, height: int = 480):
+                 width: int = 640, height: int = 480, cameras: tuple[CameraSpec, ...] = CAMERAS):
         self.seed = seed
         self.layout = random_layout(seed)
-        self.scene = TableScene(self.layout)
+        self.scene = TableScene(self.layout, cameras=cameras)
         self.server = SimServer(host, scene=self.scene, realtime=realtime)
         visual = self.server.sim.scene.find("visual")
         ET.SubElement(visual, "global", offwidth=str(max(640, width)), offheight=str(max(480, height)))
