@@ -10,6 +10,8 @@ NODES = {
     "scripted_chunks_node": "graspvla_ros.nodes.scripted_chunks_node:main",
     "camera_node": "graspvla_ros.nodes.camera_node:main",
     "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
+    "recorder_node": "graspvla_ros.nodes.recorder_node:main",
+    "player_node": "graspvla_ros.nodes.player_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",

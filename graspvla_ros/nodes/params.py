@@ -25,6 +25,8 @@ TABLES = (
     "graspvla_ros.nodes.camera_node",
     "graspvla_ros.nodes.sim_world_node",
     "graspvla_ros.nodes.scripted_chunks_node",
+    "graspvla_ros.nodes.recorder_node",
+    "graspvla_ros.nodes.player_node",
 )
 
 
