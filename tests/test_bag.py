@@ -12,7 +12,8 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.bag import BagError, BagWriter, episode_metadata, open_bag
-from graspvla_ros.bag.playback import Pacer, cycles, header_stamp_ns, parse_remaps, select_topics, timeline
+from graspvla_ros.bag.playback import (Pacer, cycles, header_stamp_ns, observations, parse_remaps, select_topics,
+                                      timeline)
 
 FRONT, SIDE, CHUNK = "/front/color/image_raw", "/side/color/image_raw", "/graspvla/action_chunk"
 
@@ -195,6 +196,20 @@ def test_lock_step_cycles_follow_the_recorded_answers(tmp_path):
     assert [(c.release_until, c.stamp_ns) for c in got] == [(2, t[0]), (6, t[2])]
     assert got[0].observation == {FRONT: t[0], SIDE: t[0]}
     assert header_stamp_ns(got[1].recorded.data) == t[2]
+    seen = [(c.index, {k: header_stamp_ns(m.data) for k, m in latest.items()}) for c, latest in observations(bag, played, got)]
+    assert seen == [(0, {FRONT: t[0], SIDE: t[0]}), (1, {FRONT: t[2], SIDE: t[2]})]
     # without recorded answers: each complete pair of camera frames is a cycle
     bare = cycles(bag, played, answer_topic="/none")
     assert [c.release_until for c in bare] == [2, 4, 6, 8, 10, 12] and bare[0].recorded is None
+
+
+def test_bag_info_command_names_topics_counts_and_episode(tmp_path, capsys):
+    from graspvla_ros.cli import main
+
+    write_episode(tmp_path / "ep", n=5)
+    assert main(["bag-info", str(tmp_path / "ep"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out and "15 messages" in out and "pick up the cube" in out
+    assert any(FRONT in line and " 5 " in line for line in out.splitlines())
+    assert main(["bag-info", str(tmp_path / "nothing")]) == 2
+    assert "no such bag" in capsys.readouterr().err

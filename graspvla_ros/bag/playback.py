@@ -164,3 +164,21 @@ def cycles(bag: Bag, topics: Sequence[str], observation_topics: Sequence[str] = 
         last_until = until
         out.append(Cycle(len(out), until, stamp, answer, {t: s for t, (s, _) in chosen.items()}))
     return out
+
+
+def observations(bag: Bag, topics: Sequence[str], cycle_list: Sequence[Cycle],
+                 answer_topic: str = ANSWER_TOPIC) -> Iterator[tuple[Cycle, dict[str, Message]]]:
+    """For each cycle, the newest message of every played topic at its release point: what a
+    policy has seen when it answers (reads the bag once; for replaying without ROS)."""
+    played = [t for t in topics if t != answer_topic]
+    pending = iter(cycle_list)
+    cycle = next(pending, None)
+    latest: dict[str, Message] = {}
+    for index, msg in enumerate(bag.messages(played)):
+        while cycle is not None and index == cycle.release_until:
+            yield cycle, dict(latest)
+            cycle = next(pending, None)
+        latest[msg.topic] = msg
+    while cycle is not None:
+        yield cycle, dict(latest)
+        cycle = next(pending, None)

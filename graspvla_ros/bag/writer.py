@@ -134,17 +134,8 @@ class BagWriter:
         self._connect(self._topics[topic])
 
     @property
-    def topics(self) -> dict[str, str]:
-        return {name: t.msgtype for name, t in self._topics.items()}
-
-    @property
     def counts(self) -> dict[str, int]:
         return {name: t.count for name, t in self._topics.items()}
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far (all files, including the open chunk)."""
-        return sum(f.bytes for f in self._files)
 
     def write(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
         """Write one serialised (CDR) message received at `timestamp_ns`."""

@@ -66,6 +66,10 @@ class PlayerNode(Node):
         self.published = 0
         self.pacer = Pacer(tick=self._tick_clock, tick_period=1.0 / self.p["clock"] if self.p["clock"] > 0 else 0.0)
         self.bag = open_bag(self.p["bag"])
+        if self.p["rate"] <= 0:
+            raise ValueError(f"rate must be > 0, got {self.p['rate']}")
+        if not 0.0 <= self.p["start"] <= self.bag.duration_s:
+            raise ValueError(f"start {self.p['start']} s is outside the bag (0 … {self.bag.duration_s:.3f} s)")
         remaps = parse_remaps(self.p["remap"].split())
         answer = self.p["lock_step.answer_topic"]
         self.topics = [t for t in sorted(self.bag.topics) if matches(t, self.p["topics"])

@@ -70,14 +70,15 @@ class RecorderNode(Node):
         self.written: dict[str, int] = {}          # messages written per topic, all bags
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recorded: dict[str, object] = {}
-        self._episode = 0
+        self._episode = 0                          # the bag being written (writer thread)
+        self._instructions = 0                     # instructions received (executor thread)
         policy = self.p["policy_node"].rstrip("/")
         self._list_params = self.create_client(ListParameters, f"{policy}/list_parameters")
         self._get_params = self.create_client(GetParameters, f"{policy}/get_parameters")
         self._writer = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
         self._writer.start()
         if self.p["mode"] == "continuous":
-            self._queue.put(("open", self._now(), ""))
+            self._queue.put(("open", self._now(), "", 1))
         self.create_timer(self.p["discovery_period"], self._discover)
         self._discover()
         self.get_logger().info(f"recording ({self.p['mode']}) under {self.output_dir}")
@@ -112,15 +113,15 @@ class RecorderNode(Node):
     def _on_instruction(self, data: bytes) -> None:
         t = self._now()
         if self.p["mode"] == "episode":
-            self._queue.put(("open", t, deserialize_message(data, String).data))
-            self._fetch_policy_parameters()
+            self._instructions += 1
+            self._queue.put(("open", t, deserialize_message(data, String).data, self._instructions))
+            self._fetch_policy_parameters(self._instructions)
         self._queue.put(("msg", INSTRUCTION_TOPIC, t, data))
 
-    def _fetch_policy_parameters(self) -> None:
+    def _fetch_policy_parameters(self, episode: int) -> None:
         """Ask the policy for its parameters without blocking; they reach the episode's metadata."""
         if not (self._list_params.service_is_ready() and self._get_params.service_is_ready()):
             return
-        episode = self._episode + 1
 
         def got_values(names, future):
             values = {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
@@ -139,7 +140,12 @@ class RecorderNode(Node):
         topics: dict[str, tuple[str, list]] = {}
         latched: dict[str, tuple[int, bytes]] = {}
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.p["flush_period"])
+            except queue.Empty:   # quiet topics: the open chunk still reaches the disk in time
+                if bag is not None:
+                    bag.flush()
+                continue
             if item is None:
                 break
             kind = item[0]
@@ -159,10 +165,10 @@ class RecorderNode(Node):
                     if bag is not None:
                         bag.add_topic(topic, msgtype, qos)
                 elif kind == "open":
-                    _, t, instruction = item
+                    _, t, instruction, episode = item
                     if bag is not None:
                         self._close(bag)
-                    bag = self._open(t, instruction, topics, latched)
+                    bag = self._open(t, instruction, episode, topics, latched)
                 elif kind == "policy":
                     _, episode, values = item
                     if bag is not None and episode == self._episode:
@@ -177,8 +183,8 @@ class RecorderNode(Node):
         if bag is not None:
             self._close(bag)
 
-    def _open(self, t: int, instruction: str, topics, latched) -> BagWriter:
-        self._episode += 1
+    def _open(self, t: int, instruction: str, episode: int, topics, latched) -> BagWriter:
+        self._episode = episode
         name = f"{self.p['bag_prefix']}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         if self.p["mode"] == "episode":
             name += f"_ep{self._episode}"
