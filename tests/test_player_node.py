@@ -161,3 +161,19 @@ def test_bad_bag_is_one_clear_error_and_nothing_is_published(tmp_path, ros_node,
     assert len([line for line in out.splitlines() if line.strip()]) == 1, f"one error line, got:\n{out}"
     time.sleep(0.5)
     assert statuses == []
+
+
+def test_plays_a_ros2_bag_record_sqlite3_bag(tmp_path, ros_node):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    with Writer(tmp_path / "plain", version=9, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conn = w.add_connection("/chatter", "std_msgs/msg/String", typestore=get_typestore(Stores.ROS2_KILTED))
+        for i in range(5):
+            w.write(conn, 1_000_000_000 + i * 10_000_000, string(f"m{i}"))
+    got = collect(ros_node, "/chatter", String)
+    proc = play(tmp_path, tmp_path / "plain", "--wait-for-subscribers", "1")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    wait_for(lambda: len(got) == 5, 10, "the sqlite3 bag's messages")
+    assert [m.data for m in got] == [f"m{i}" for i in range(5)]

@@ -171,3 +171,36 @@ def test_episode_mode_starts_a_bag_per_instruction_with_metadata_and_closes_on_s
         assert statuses[1:] == [f"{text} {i}" for i in range(3)]
         assert statuses[0] in ("idle", "pick up the cube 2"), "the latched status at the episode's start"
         assert [deserialize_message(m.data, Float64).data for m in bag.messages(["/graspvla/gripper_command"])] == [1.0]
+
+
+def test_graspvla_record_resolves_topic_patterns_by_discovery(tmp_path, ros_node):
+    """`graspvla record` with a pattern: /graspvla/debug/* topics are found in the graph."""
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path / "log"), "PYTHONUNBUFFERED": "1"}
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "graspvla_ros.cli", "record", "-o", str(tmp_path / "bags"),
+                             "--mode", "continuous", "--topics", "/graspvla/status", "/graspvla/debug/*"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out = io.StringIO()
+    try:
+        pubs = {t: ros_node.create_publisher(String, t, QoSProfile(depth=10))
+                for t in ("/graspvla/status", "/graspvla/debug/tokens", "/graspvla/debug/latency")}
+        other = ros_node.create_publisher(String, "/graspvla/other", QoSProfile(depth=10))
+        try:
+            wait_subscribed(pubs.values(), out)
+        except AssertionError:
+            proc.kill()
+            raise AssertionError(proc.communicate()[0]) from None
+        for topic, pub in pubs.items():
+            pub.publish(String(data=topic))
+        other.publish(String(data="no"))
+        for pub in pubs.values():
+            pub.wait_for_all_acked()
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, log
+    bag = open_bag(next((tmp_path / "bags").iterdir()))
+    assert {t: i.count for t, i in bag.topics.items()} == dict.fromkeys(pubs, 1)
