@@ -110,6 +110,8 @@ def record(seconds: float, out: Path) -> dict:
     for p in pubs.values():
         p.wait_for_all_acked(Duration(seconds=30))
     time.sleep(2.0)
+    with open(f"/proc/{proc.pid}/status") as f:
+        peak_rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     proc.send_signal(signal.SIGINT)
     log, _ = proc.communicate(timeout=300)
     executor.shutdown()
@@ -120,7 +122,7 @@ def record(seconds: float, out: Path) -> dict:
     size = sum(f.stat().st_size for f in bag_dir.iterdir())
     written = {t: bag.topics[t].count if t in bag.topics else 0 for t in streams}
     return {"sent": sent, "written": written, "cpu_share": cpu / publishing, "mb_s": size / 1e6 / seconds,
-            "size_gb": size / 1e9, "rc": proc.returncode, "bag": bag_dir, "log": log, "seconds": seconds}
+            "size_gb": size / 1e9, "peak_rss_mb": peak_rss, "rc": proc.returncode, "bag": bag_dir, "log": log, "seconds": seconds}
 
 
 def play(bag_dir: Path, log_dir: Path) -> dict:
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     for t in rec["sent"]:
         lines.append(f"| `{t}` | {rec['sent'][t]} | {rec['written'][t]} | {rec['sent'][t] - rec['written'][t]} |")
     lines += ["", f"recorder_node (own process, default parameters, continuous): CPU {rec['cpu_share'] * 100:.0f}% of one "
-              f"core while publishing, {rec['mb_s']:.1f} MB/s written ({rec['size_gb']:.2f} GB), exit code {rec['rc']} "
+              f"core while publishing, {rec['mb_s']:.1f} MB/s written ({rec['size_gb']:.2f} GB), peak RSS "
+              f"{rec['peak_rss_mb']:.0f} MB, exit code {rec['rc']} "
               "after SIGINT. Publishers reliable (depth 30 for camera topics, 200 for state) in the benchmark "
               "process, Fast DDS LARGE_DATA.", "",
              f"### Playback of that bag (player_node → subscriber process, rate 1)", "",

@@ -98,6 +98,15 @@ def test_unfinished_recording_reads_up_to_its_last_complete_chunk(tmp_path):
     assert not bag.complete and bag.topics["/s"].count == 10
     bag.check()
     assert [deserialize_message(m.data, String).data for m in bag.messages()] == [str(i) for i in range(10)]
+    single = open_bag(next((tmp_path / "copy").glob("*.mcap")))      # the .mcap file alone
+    assert not single.complete and single.topics["/s"].count == 10
+
+
+def test_single_mcap_file_of_a_closed_bag(tmp_path):
+    write_episode(tmp_path / "ep", n=4)
+    bag = open_bag(next((tmp_path / "ep").glob("*.mcap")))
+    assert bag.complete and bag.message_count == 12
+    bag.check()
 
 
 # ------------------------------------------------------------------------------------ bad bags

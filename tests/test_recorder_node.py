@@ -26,7 +26,6 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, relia
 def recorder(tmp_path, out, **params) -> NodeProcess:
     spec = NodeSpec("recorder", "recorder_node", "graspvla_ros.nodes.recorder_node",
                     params={"output_dir": str(tmp_path), **params})
-    os.environ.setdefault("ROS_LOG_DIR", str(tmp_path / "log"))
     return NodeProcess(spec, out)
 
 

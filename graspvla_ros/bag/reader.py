@@ -204,7 +204,10 @@ def _scan_mcap(file: Path, want_data: bool, topics: dict[str, Topic] | None = No
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, str]] = {}
     with file.open("rb") as f:
-        if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+        magic = f.read(len(MCAP_MAGIC))
+        if not magic:
+            return                            # killed before its first flush: nothing on disk
+        if magic != MCAP_MAGIC:
             raise BagError(f"{file}: not an MCAP file")
         while True:
             head = f.read(9)
