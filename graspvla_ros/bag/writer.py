@@ -88,6 +88,7 @@ class _File:
     end: int = 0
     count: int = 0
     bytes: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,6 +154,7 @@ class BagWriter:
         topic_info = self._topics[topic]
         topic_info.count += 1
         current.count += 1
+        current.counts[topic] = current.counts.get(topic, 0) + 1
         current.bytes += len(data) + 31
         current.start, current.end = min(current.start, timestamp_ns), max(current.end, timestamp_ns)
         if len(storage.chunks) != chunks_before:      # rosbags closed a full chunk
@@ -186,6 +188,7 @@ class BagWriter:
         self._storage = storage
         self._files.append(_File(Path(storage.path)))
         self._connections = {}
+        self._schemas: set[str] = set()
         for topic in self._topics.values():
             self._connect(topic)
 
@@ -195,37 +198,38 @@ class BagWriter:
                           msgdef=MessageDefinition(fmt, topic.msgdef), digest=topic.digest, msgcount=0,
                           ext=ConnectionExtRosbag2(serialization_format="cdr", offered_qos_profiles=topic.qos),
                           owner=self)
-        self._storage.add_msgtype(conn)
-        yaml = YAML(typ="safe")
-        yaml.default_flow_style = False
-        stream = StringIO()
-        yaml.dump(dump_qos_v9(topic.qos), stream)
-        self._storage.add_connection(conn, stream.getvalue().strip())
+        if topic.msgtype not in self._schemas:      # one schema per type and file
+            self._storage.add_msgtype(conn)
+            self._schemas.add(topic.msgtype)
+        self._storage.add_connection(conn, _yaml(dump_qos_v9(topic.qos)).strip())
         self._connections[topic.name] = conn
 
     def _close_file(self) -> None:
+        """Finish the open file; its MCAP metadata record describes it alone (what `ros2 bag info
+        file.mcap` shows), metadata.yaml the whole bag."""
         if self._storage is None:
             return
-        self._storage.close(FORMAT_VERSION, "")
+        info = self._bag_info([self._files[-1]])
+        self._storage.close(FORMAT_VERSION, _yaml(info).strip())
         self._files[-1].bytes = os.path.getsize(self._files[-1].path)
         self._storage = None
 
-    def _write_metadata_yaml(self) -> None:
-        files = [f for f in self._files if f.path.exists()]
+    def _bag_info(self, files: list[_File]) -> dict[str, Any]:
+        """rosbag2's `rosbag2_bagfile_information` for `files`."""
         start = min((f.start for f in files if f.count), default=0)
         end = max((f.end for f in files if f.count), default=0)
-        count = sum(f.count for f in files)
-        info = {
+        counts = {t: sum(f.counts.get(t, 0) for f in files) for t in self._topics}
+        return {
             "version": FORMAT_VERSION,
             "storage_identifier": "mcap",
             "relative_file_paths": [f.path.name for f in files],
             "duration": {"nanoseconds": max(0, end - start)},
             "starting_time": {"nanoseconds_since_epoch": start},
-            "message_count": count,
+            "message_count": sum(f.count for f in files),
             "topics_with_message_count": [
                 {"topic_metadata": {"name": t.name, "type": t.msgtype, "serialization_format": "cdr",
                                     "offered_qos_profiles": dump_qos_v9(t.qos), "type_description_hash": t.digest},
-                 "message_count": t.count}
+                 "message_count": counts[t.name]}
                 for t in self._topics.values()],
             "compression_format": "",
             "compression_mode": "",
@@ -235,12 +239,20 @@ class BagWriter:
             "custom_data": {EPISODE_KEY: json.dumps(self.metadata, sort_keys=True, default=str)},
             "ros_distro": "kilted",
         }
-        yaml = YAML(typ="safe")
-        yaml.default_flow_style = False
+
+    def _write_metadata_yaml(self) -> None:
+        info = self._bag_info([f for f in self._files if f.path.exists()])
         tmp = self.path / "metadata.yaml.tmp"
-        with tmp.open("w") as f:
-            yaml.dump({"rosbag2_bagfile_information": info}, f)
+        tmp.write_text(_yaml({"rosbag2_bagfile_information": info}))
         tmp.replace(self.path / "metadata.yaml")
+
+
+def _yaml(data: Any) -> str:
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    stream = StringIO()
+    yaml.dump(data, stream)
+    return stream.getvalue()
 
 
 class _SplitFile:
