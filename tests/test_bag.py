@@ -168,6 +168,9 @@ def test_timeline_rate_start_loop_and_topic_choice(tmp_path):
     with pytest.raises(BagError, match="no topic /x"):
         select_topics(bag, ["/x"])
     assert select_topics(bag, (), exclude=[SIDE]) == [FRONT, "/graspvla/status"]
+    assert select_topics(bag, ["/*/color/*"]) == [FRONT, SIDE]
+    with pytest.raises(BagError, match=r"no topic /debug/\* in the bag"):
+        select_topics(bag, ["/debug/*"])
     assert parse_remaps(["/a:=/b"]) == {"/a": "/b"}
     with pytest.raises(ValueError, match="must be /from:=/to"):
         parse_remaps(["/a=/b"])

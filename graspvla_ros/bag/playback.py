@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import fnmatch
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,12 +30,23 @@ def parse_remaps(remaps: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def matches(topic: str, patterns: Iterable[str]) -> bool:
+    """Exact names, or shell-style patterns (`/graspvla/debug/*`)."""
+    return any(topic == p or (_is_pattern(p) and fnmatch.fnmatchcase(topic, p)) for p in patterns)
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
 def select_topics(bag: Bag, topics: Sequence[str] = (), exclude: Iterable[str] = ()) -> list[str]:
-    """The topics to play: `topics` (all when empty) minus `exclude`; BagError names the missing."""
-    missing = [t for t in topics if t not in bag.topics]
-    if missing:
-        raise BagError(f"{bag.path}: no topic {', '.join(missing)} in the bag (it has: {', '.join(sorted(bag.topics))})")
-    chosen = list(topics) or sorted(bag.topics)
+    """The bag's topics named or matched by `topics` (all when empty), minus `exclude`, sorted;
+    BagError names a requested topic the bag lacks, or patterns that match nothing."""
+    missing = [t for t in topics if not _is_pattern(t) and t not in bag.topics]
+    chosen = sorted(t for t in bag.topics if not topics or matches(t, topics))
+    if missing or not chosen:
+        raise BagError(f"{bag.path}: no topic {', '.join(missing or topics)} in the bag "
+                       f"(it has: {', '.join(sorted(bag.topics)) or 'none'})")
     return [t for t in chosen if t not in set(exclude)]
 
 

@@ -11,6 +11,7 @@ custom_data on close.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -30,28 +31,23 @@ from ruamel.yaml import YAML
 EPISODE_FILE = "episode.json"
 EPISODE_KEY = "graspvla.episode"      # key of the episode metadata (JSON) in metadata.yaml custom_data
 FORMAT_VERSION = 9                    # rosbag2 metadata version written (Jazzy/Kilted)
-_TYPESTORE = None
 
 
-def _typestore():
-    global _TYPESTORE
-    if _TYPESTORE is None:
-        _TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-    return _TYPESTORE
-
-
+@functools.lru_cache(maxsize=None)
 def message_definition(msgtype: str) -> tuple[str, str]:
     """(ros2msg definition text, RIHS01 hash) of a message type; ('', '') for a type rosbags does
     not know (the raw CDR is still recorded; readers then lack the schema text)."""
-    store = _typestore()
+    store = get_typestore(Stores.ROS2_KILTED)
     if msgtype not in store.types:
         return "", ""
     return store.generate_msgdef(msgtype, ros_version=2)[0], store.hash_rihs01(msgtype)
 
 
-def git_commit(directory: Path | None = None) -> str:
-    """The commit of the checkout this package runs from ('unknown' outside a git checkout)."""
-    directory = directory or Path(__file__).resolve().parent
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str:
+    """The commit of the checkout this package runs from ('unknown' outside a git checkout), once
+    per process: the code that runs is the code that was loaded."""
+    directory = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):

@@ -20,10 +20,11 @@ from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 
 from graspvla_ros.bag import BagError, open_bag
-from graspvla_ros.bag.playback import ANSWER_TOPIC, OBSERVATION_TOPICS, Pacer, cycles, parse_remaps, timeline
+from graspvla_ros.bag.playback import (ANSWER_TOPIC, OBSERVATION_TOPICS, Pacer, cycles, parse_remaps, select_topics,
+                                      timeline)
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
-from graspvla_ros.nodes.rosbag import matches, message_class, publisher_qos
+from graspvla_ros.nodes.rosbag import message_class, publisher_qos
 
 CONFIG = 'player.yaml'
 PARAMS = (
@@ -72,20 +73,15 @@ class PlayerNode(Node):
             raise ValueError(f"start {self.p['start']} s is outside the bag (0 … {self.bag.duration_s:.3f} s)")
         remaps = parse_remaps(self.p["remap"].split())
         answer = self.p["lock_step.answer_topic"]
-        self.topics = [t for t in sorted(self.bag.topics) if matches(t, self.p["topics"])
-                       and not (self.p["lock_step"] and t == answer)]
-        explicit = [t for t in self.p["topics"] if not any(c in t for c in "*?[")]
-        missing = [t for t in explicit if t not in self.bag.topics]
-        if missing or not self.topics:
-            raise BagError(f"{self.bag.path}: no topic {', '.join(missing or self.p['topics'])} in the bag "
-                           f"(it has: {', '.join(sorted(self.bag.topics))})")
+        self.topics = select_topics(self.bag, self.p["topics"], exclude=[answer] if self.p["lock_step"] else [])
         self.bag.check(self.topics, known_type=lambda t: message_class(t) is not None)
         self.cycles = cycles(self.bag, self.topics, self.p["lock_step.observation_topics"], answer) \
             if self.p["lock_step"] else []
         if self.p["lock_step"] and not self.cycles:
             raise BagError(f"{self.bag.path}: no complete observation ({', '.join(self.p['lock_step.observation_topics'])}) for lock-step")
-        if any(t in remaps for t in self.bag.topics if t not in self.topics):
-            self.get_logger().warning("a remap names a topic that is not played")
+        unplayed = [src for src in remaps if src not in self.topics]
+        if unplayed:
+            self.get_logger().warning(f"remapped but not played: {', '.join(unplayed)}")
         self.pubs = {t: self.create_publisher(message_class(self.bag.topics[t].msgtype), remaps.get(t, t),
                                               publisher_qos(self.bag.topics[t].qos, self.p["qos_depth"]))
                      for t in self.topics}

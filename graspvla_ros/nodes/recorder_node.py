@@ -24,7 +24,8 @@ from std_msgs.msg import String
 from graspvla_ros.bag import BagWriter, episode_metadata
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
-from graspvla_ros.nodes.rosbag import matches, message_class, subscription_qos, to_bag_qos
+from graspvla_ros.bag.playback import matches
+from graspvla_ros.nodes.rosbag import message_class, subscription_qos, to_bag_qos
 
 INSTRUCTION_TOPIC = "/graspvla/instruction"
 DEFAULT_TOPICS = [

@@ -1,8 +1,6 @@
-"""rclpy side of the bag core (graspvla_ros.bag): message classes by type name, topic patterns,
-and QoS between rclpy and rosbag2's offered_qos_profiles."""
+"""rclpy side of the bag core (graspvla_ros.bag): message classes by type name and QoS between rclpy and rosbag2's offered_qos_profiles."""
 from __future__ import annotations
 
-import fnmatch
 import importlib
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -16,11 +14,6 @@ def message_class(msgtype: str):
         return getattr(importlib.import_module(f"{package}.msg"), name)
     except (ImportError, AttributeError, ValueError):
         return None
-
-
-def matches(topic: str, patterns) -> bool:
-    """Exact names, or shell-style patterns (`/graspvla/debug/*`)."""
-    return any(topic == p or (any(c in p for c in "*?[") and fnmatch.fnmatchcase(topic, p)) for p in patterns)
 
 
 def subscription_qos(offered: list[QoSProfile], depth: int) -> QoSProfile:
