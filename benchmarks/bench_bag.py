@@ -5,7 +5,7 @@
 Recording: this process publishes two 640×480 rgb8 streams at 30 Hz (+ camera_info), the
 200 Hz state (/graspvla/ee_pose, /joint_states) and 5 Hz action chunks, reliable, for
 `--seconds`; recorder_node runs as its own process (continuous mode, default parameters) and is
-stopped with SIGINT once every publisher's messages are acknowledged. Counted from the closed
+stopped with SIGINT once its `~/status` says it wrote all it received. Counted from the closed
 bag: lost = published − written per topic; the recorder's CPU share = its user+system CPU
 time over the publishing window; MB/s = bag bytes / window.
 
@@ -16,6 +16,7 @@ constant transport latency is not a timing error), plus the player's own release
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -58,7 +59,10 @@ def record(seconds: float, out: Path) -> dict:
     from sensor_msgs.msg import CameraInfo, Image, JointState
     from trajectory_msgs.msg import MultiDOFJointTrajectory
 
+    from std_msgs.msg import String
+
     from graspvla_ros.bag import open_bag
+    from graspvla_ros.bag.playback import header_stamp_ns
     from graspvla_ros.nodes.common import periodic
 
     proc = node_process("graspvla_ros.nodes.recorder_node", {"output_dir": str(out), "mode": "continuous"}, out / "log")
@@ -86,14 +90,19 @@ def record(seconds: float, out: Path) -> dict:
         time.sleep(0.1)
     time.sleep(1.0)
     sent = dict.fromkeys(streams, 0)
+    stamps: dict[str, list[int]] = {t: [] for t in streams}
+    status: list[dict] = [{}]
+    node.create_subscription(String, "/recorder/status", lambda m: status.__setitem__(0, json.loads(m.data)), 10)
     stop = threading.Event()
 
     def stream(topic):
         _, msg, rate, _ = streams[topic]
 
         def step():
-            msg.header.stamp = node.get_clock().now().to_msg()
+            now = node.get_clock().now()
+            msg.header.stamp = now.to_msg()
             pubs[topic].publish(msg)
+            stamps[topic].append(now.nanoseconds)
             sent[topic] += 1
         return threading.Thread(target=periodic, args=(node, 1.0 / rate, step, stop), daemon=True)
 
@@ -109,7 +118,15 @@ def record(seconds: float, out: Path) -> dict:
     cpu = cpu_seconds(proc.pid) - cpu0
     for p in pubs.values():
         p.wait_for_all_acked(Duration(seconds=30))
-    time.sleep(2.0)
+    deadline = time.monotonic() + 120      # the recorder's backlog: wait until it wrote what it got
+    last, still = None, time.monotonic()
+    while status[0].get("written") != sent and time.monotonic() < deadline:
+        if status[0].get("written") != last:
+            last, still = status[0].get("written"), time.monotonic()
+        elif status[0].get("queued") == 0 and time.monotonic() - still > 3.0:
+            break                          # it wrote all it got: the rest is lost
+        time.sleep(0.2)
+    drain = time.monotonic() - t0 - publishing
     with open(f"/proc/{proc.pid}/status") as f:
         peak_rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     proc.send_signal(signal.SIGINT)
@@ -121,8 +138,10 @@ def record(seconds: float, out: Path) -> dict:
     bag = open_bag(bag_dir)
     size = sum(f.stat().st_size for f in bag_dir.iterdir())
     written = {t: bag.topics[t].count if t in bag.topics else 0 for t in streams}
+    kept = {(m.topic, header_stamp_ns(m.data)) for m in bag.messages(list(streams))}
+    lost_at = sorted((ns - stamps["/graspvla/ee_pose"][0]) / 1e9 for t in streams for ns in stamps[t] if (t, ns) not in kept)
     return {"sent": sent, "written": written, "cpu_share": cpu / publishing, "mb_s": size / 1e6 / seconds,
-            "size_gb": size / 1e9, "peak_rss_mb": peak_rss, "rc": proc.returncode, "bag": bag_dir, "log": log, "seconds": seconds}
+            "size_gb": size / 1e9, "peak_rss_mb": peak_rss, "lost_at": lost_at, "drain": drain, "rc": proc.returncode, "bag": bag_dir, "log": log, "seconds": seconds}
 
 
 def play(bag_dir: Path, log_dir: Path) -> dict:
@@ -190,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| `{t}` | {rec['sent'][t]} | {rec['written'][t]} | {rec['sent'][t] - rec['written'][t]} |")
     lines += ["", f"recorder_node (own process, default parameters, continuous): CPU {rec['cpu_share'] * 100:.0f}% of one "
               f"core while publishing, {rec['mb_s']:.1f} MB/s written ({rec['size_gb']:.2f} GB), peak RSS "
-              f"{rec['peak_rss_mb']:.0f} MB, exit code {rec['rc']} "
-              "after SIGINT. Publishers reliable (depth 30 for camera topics, 200 for state) in the benchmark "
+              f"{rec['peak_rss_mb']:.0f} MB; all written {rec['drain']:.1f} s after the last publish; "
+              f"exit code {rec['rc']} after SIGINT"
+              + (f"; lost messages published at t = {rec['lost_at'][0]:.2f} … {rec['lost_at'][-1]:.2f} s of the run"
+                 if rec["lost_at"] else "") + ". Publishers reliable (depth 30 for camera topics, 200 for state) in the benchmark "
               "process, Fast DDS LARGE_DATA.", "",
              f"### Playback of that bag (player_node → subscriber process, rate 1)", "",
              f"{pl['played']} messages played, {pl['received']} received by the subscriber; load average "

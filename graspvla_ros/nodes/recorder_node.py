@@ -8,6 +8,7 @@ Topics and parameters: docs/interfaces.md (## Recording and playback).
 """
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import threading
@@ -81,6 +82,8 @@ class RecorderNode(Node):
         if self.p["mode"] == "continuous":
             self._queue.put(("open", self._now(), "", 1))
         self.create_timer(self.p["discovery_period"], self._discover)
+        self.status_pub = self.create_publisher(String, "~/status", 10)
+        self.create_timer(1.0, self._publish_status)
         self._discover()
         self.get_logger().info(f"recording ({self.p['mode']}) under {self.output_dir}")
 
@@ -106,6 +109,12 @@ class RecorderNode(Node):
             self._recorded[name] = self.create_subscription(cls, name, callback, qos, raw=True)
             latched = " latched" if qos.durability == DurabilityPolicy.TRANSIENT_LOCAL else ""
             self.get_logger().info(f"recording {name} ({types[0]}, {qos.reliability.name.lower()}{latched})")
+
+    def _publish_status(self) -> None:
+        """Where the recording goes and how far the writer is (not recorded itself)."""
+        self.status_pub.publish(String(data=json.dumps({
+            "bag": str(self.bags[-1]) if self.bags else "", "episode": self._episode,
+            "written": dict(self.written), "queued": self._queue.qsize()})))
 
     def _callback(self, topic: str):
         put, now = self._queue.put, self._now
