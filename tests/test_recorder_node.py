@@ -199,3 +199,25 @@ def test_graspvla_record_resolves_topic_patterns_by_discovery(tmp_path, ros_node
     assert proc.returncode == 0, log
     bag = open_bag(next((tmp_path / "bags").iterdir()))
     assert {t: i.count for t, i in bag.topics.items()} == dict.fromkeys(pubs, 1)
+
+
+def test_sigint_right_after_a_burst_keeps_every_delivered_message(tmp_path, ros_node):
+    """SIGINT first takes what DDS already delivered to the recorder, then closes the bag: a
+    burst of camera frames still queued in its subscription is written, not dropped."""
+    out = io.StringIO()
+    proc = recorder(tmp_path, out, mode="continuous")
+    try:
+        pub = ros_node.create_publisher(Image, "/front/color/image_raw", QoSProfile(depth=200))
+        wait_subscribed([pub], out)
+        img = Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(640 * 480 * 3))
+        for i in range(150):
+            img.header.frame_id = str(i)
+            pub.publish(img)
+        assert pub.wait_for_all_acked(), "delivered to the recorder's reader"
+    finally:
+        rc = proc.stop()
+    assert rc == 0, out.getvalue()
+    bag = open_bag(next(p for p in tmp_path.iterdir() if p.name != "log"))
+    assert bag.complete
+    frames = [deserialize_message(m.data, Image).header.frame_id for m in bag.messages()]
+    assert frames == [str(i) for i in range(150)]

@@ -9,21 +9,25 @@ Topics and parameters: docs/interfaces.md (## Recording and playback).
 from __future__ import annotations
 
 import json
+import logging
 import queue
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+import rclpy
 from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import DurabilityPolicy
 from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from graspvla_ros.bag import BagWriter, episode_metadata
-from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.bag.playback import matches
 from graspvla_ros.nodes.rosbag import message_class, subscription_qos, to_bag_qos
@@ -34,6 +38,8 @@ DEFAULT_TOPICS = [
     "/graspvla/ee_pose", "/joint_states", "/graspvla/gripper_command", INSTRUCTION_TOPIC, "/graspvla/status",
     "/graspvla/action_chunk", "/graspvla/debug/*", "/diagnostics",
 ]
+
+DRAIN_TIMEOUT = 10.0   # s: at most this long taking delivered messages after SIGINT/SIGTERM
 
 CONFIG = 'recorder.yaml'
 PARAMS = (
@@ -70,6 +76,7 @@ class RecorderNode(Node):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.bags: list[Path] = []                 # every bag started, in order
         self.written: dict[str, int] = {}          # messages written per topic, all bags
+        self.received = 0                          # messages taken from DDS, all topics
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recorded: dict[str, object] = {}
         self._episode = 0                          # the bag being written (writer thread)
@@ -118,9 +125,14 @@ class RecorderNode(Node):
 
     def _callback(self, topic: str):
         put, now = self._queue.put, self._now
-        return lambda data: put(("msg", topic, now(), data))
+
+        def on_message(data: bytes) -> None:
+            self.received += 1
+            put(("msg", topic, now(), data))
+        return on_message
 
     def _on_instruction(self, data: bytes) -> None:
+        self.received += 1
         t = self._now()
         if self.p["mode"] == "episode":
             self._instructions += 1
@@ -229,7 +241,36 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run(RecorderNode, args)
+    """Like nodes.common.run, but SIGINT/SIGTERM first take what DDS has already delivered
+    (rclpy's own handlers would invalidate the context with messages still queued in the
+    subscriptions), then write and close the bag."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = RecorderNode()
+        executor.add_node(node)
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+        for timer in list(node.timers):        # from now on only messages wake the executor
+            node.destroy_timer(timer)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while time.monotonic() < deadline:      # until nothing arrives for 0.2 s
+            before, waited = node.received, time.monotonic()
+            executor.spin_once(timeout_sec=0.2)
+            if node.received == before and time.monotonic() - waited >= 0.15:
+                break
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
