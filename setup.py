@@ -11,6 +11,8 @@ NODES = {
     "camera_node": "graspvla_ros.nodes.camera_node:main",
     "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
     "calibration_node": "graspvla_ros.nodes.calibration_node:main",
+    "recorder_node": "graspvla_ros.nodes.recorder_node:main",
+    "player_node": "graspvla_ros.nodes.player_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS = (
     "graspvla_ros.model.cli",
     "graspvla_ros.calibration.cli",
+    "graspvla_ros.bag.cli",
 )
 
 

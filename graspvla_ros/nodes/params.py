@@ -26,6 +26,8 @@ TABLES = (
     "graspvla_ros.nodes.sim_world_node",
     "graspvla_ros.nodes.scripted_chunks_node",
     "graspvla_ros.nodes.calibration_node",
+    "graspvla_ros.nodes.recorder_node",
+    "graspvla_ros.nodes.player_node",
 )
 
 
