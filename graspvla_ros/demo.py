@@ -21,7 +21,9 @@ def main() -> int:
           flush=True)
     # Cameras at 2 Hz: without a GPU, MuJoCo renders on the CPU (~40 ms a frame) in the same
     # process as the 1 kHz physics, and 2 × 10 Hz starves the simulated arm on two cores.
-    with Bringup(sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)) + [scripted_chunks()]) as graph:
+    # The scripted chunks stand in for the policy node of the sim graph.
+    specs = [s for s in sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)) if s.name != "policy"]
+    with Bringup(specs + [scripted_chunks(use_sim_time=True)]) as graph:
         code = graph.wait("scripted_chunks", timeout=180)
         dead = [name for name, rc in graph.failed() if name != "scripted_chunks"]
     if code != 0 or dead:
