@@ -43,7 +43,7 @@ PARAMS = (
     Param('seed', 0,
           'object layout seed'),
     Param('realtime', 1.0,
-          '`true` = `RealtimeConfig.Enforce` (needs a real-time kernel), else `Ignore`'),
+          'pace of the physics: wall seconds per simulated second at most (1.0 = real time; a starved CPU makes it slower, never faster)'),
     Param('camera_rate_hz', 10.0,
           'render + publish rate of each camera, in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
     Param('clock_rate_hz', 500.0,
