@@ -61,6 +61,7 @@ PARAMS = (
     Param('base_frame', 'base',
           'the frame chunks must be in and poses are published in'),
 )
+CAMERA_NICE = 10  # the camera process's niceness: ~1/10 of the physics' CPU share when both want it
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -143,13 +144,16 @@ class SimWorldNode(Node):
         self._stop.set()
         self._clock_thread.join()
         self._snapshot_thread.join()
-        self.cameras.close()
+        published = self.cameras.close()
         self.world.stop()
+        self.get_logger().info(f"camera process published {published} frame pairs")
 
 
 class CameraProcess:
     """The simulated cameras' child process: takes `Snapshot`s through a pipe, renders both
-    views of the newest one and publishes them stamped with its sim time, as camera_node does."""
+    views of the newest one and publishes them stamped with its sim time, as camera_node does.
+    It runs at a lower CPU priority (`CAMERA_NICE`): on a busy machine the camera rate drops
+    before the physics slows."""
 
     def __init__(self, world: SimWorld, p: dict, node_name: str, namespace: str):
         os.environ.setdefault("MUJOCO_GL", "egl")  # before the child imports mujoco
@@ -173,10 +177,14 @@ class CameraProcess:
         if self.process.is_alive():
             self._conn.send(self.world.snapshot())
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop the child; returns how many snapshots it rendered and published (-1: unknown)."""
+        published = -1
         try:
             self._conn.send(None)
-        except OSError:
+            if self._conn.poll(10.0):
+                published = self._conn.recv()
+        except (OSError, EOFError):
             pass  # the child has gone already
         self.process.join(timeout=10.0)
         if self.process.is_alive():
@@ -184,6 +192,7 @@ class CameraProcess:
             self.process.join()
         self._conn.close()
         self._tmp.cleanup()
+        return published
 
 
 def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]], qos: str,
@@ -191,6 +200,7 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
     """Child process: render each snapshot received (skipping to the newest when behind) and
     publish image + camera_info per camera, until `None` or the parent goes away."""
     die_with_parent()
+    os.nice(CAMERA_NICE)
     context = rclpy.Context()
     # no rclpy signal handlers: SIGINT to the process group ends this loop as KeyboardInterrupt
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -205,11 +215,13 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
             publishers[name] = (node.create_publisher(Image, f"{name}/color/image_raw", image_qos(qos)),
                                 node.create_publisher(CameraInfo, f"{name}/color/camera_info", image_qos(qos)),
                                 camera_info_msg(intr, frame_id), frame_id)
+        published = 0
         while True:
             snapshot: Snapshot | None = conn.recv()
             while snapshot is not None and conn.poll():
                 snapshot = conn.recv()
             if snapshot is None:
+                conn.send(published)
                 break
             stamp_ns = round(snapshot.time * 1e9)
             for name, rgb in renderer.render(snapshot).items():
@@ -217,6 +229,7 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
                 info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
                 image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
                 info_pub.publish(info)
+            published += 1
     except (EOFError, KeyboardInterrupt):
         pass  # parent gone, or the SIGINT of a shutdown that reached the whole process group
     finally:
