@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"### Simulated cameras and physics real-time factor (2 × 640×480, MuJoCo EGL on llvmpipe, "
              f"{args.seconds:.0f} s each)", "",
              f"Physics alone (no cameras): real-time factor **{baseline:.2f}**; {load}.", "",
-             "| camera rate | rendered on a thread beside the physics (before) | rendered in sim_world's camera process (now) | frame pairs published by the camera process |",
+             "| camera rate | rendered on a thread beside the physics (before) | rendered in sim_world's camera process (now) | frame pairs the camera process published per second (start-up included) |",
              "|---|---|---|---|"]
     lines += [f"| {rate:g} Hz | {before:.2f} | {after:.2f} | {fps:.1f} Hz |" for rate, before, after, fps in rows]
     lines += ["", "Real-time factor = MuJoCo seconds / wall seconds of franky-sim's 1 kHz loop (no client "

@@ -10,6 +10,7 @@ Topics, services and parameters: docs/interfaces.md (## Simulated world).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -146,7 +147,8 @@ class SimWorldNode(Node):
         self._snapshot_thread.join()
         published = self.cameras.close()
         self.world.stop()
-        self.get_logger().info(f"camera process published {published} frame pairs")
+        # python logging: at shutdown the node's rosout publisher is gone already
+        logging.getLogger("sim_world").info(f"camera process published {published} frame pairs")
 
 
 class CameraProcess:
@@ -174,18 +176,23 @@ class CameraProcess:
         child.close()
 
     def send_snapshot(self) -> None:
-        if self.process.is_alive():
+        try:
             self._conn.send(self.world.snapshot())
+        except OSError:
+            pass  # the child has ended (a shutdown's SIGINT reaches it first): nothing to feed
 
     def close(self) -> int:
         """Stop the child; returns how many snapshots it rendered and published (-1: unknown)."""
         published = -1
         try:
             self._conn.send(None)
+        except OSError:
+            pass  # the child has ended already; its count may still be in the pipe
+        try:
             if self._conn.poll(10.0):
                 published = self._conn.recv()
         except (OSError, EOFError):
-            pass  # the child has gone already
+            pass
         self.process.join(timeout=10.0)
         if self.process.is_alive():
             self.process.terminate()
@@ -205,7 +212,7 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
     # no rclpy signal handlers: SIGINT to the process group ends this loop as KeyboardInterrupt
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = Node(node_name, namespace=namespace or "/", context=context)
-    renderer = None
+    renderer, published = None, 0
     try:
         width, height = cameras[0][1].width, cameras[0][1].height
         renderer = SnapshotRenderer(model_path, [name for name, _ in cameras], width, height)
@@ -215,13 +222,11 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
             publishers[name] = (node.create_publisher(Image, f"{name}/color/image_raw", image_qos(qos)),
                                 node.create_publisher(CameraInfo, f"{name}/color/camera_info", image_qos(qos)),
                                 camera_info_msg(intr, frame_id), frame_id)
-        published = 0
         while True:
             snapshot: Snapshot | None = conn.recv()
             while snapshot is not None and conn.poll():
                 snapshot = conn.recv()
             if snapshot is None:
-                conn.send(published)
                 break
             stamp_ns = round(snapshot.time * 1e9)
             for name, rgb in renderer.render(snapshot).items():
@@ -233,6 +238,10 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
     except (EOFError, KeyboardInterrupt):
         pass  # parent gone, or the SIGINT of a shutdown that reached the whole process group
     finally:
+        try:
+            conn.send(published)
+        except OSError:
+            pass
         if renderer is not None:
             renderer.close()
         node.destroy_node()
