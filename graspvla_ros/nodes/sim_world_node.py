@@ -207,7 +207,6 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
     """Child process: render each snapshot received (skipping to the newest when behind) and
     publish image + camera_info per camera, until `None` or the parent goes away."""
     die_with_parent()
-    os.nice(CAMERA_NICE)
     context = rclpy.Context()
     # no rclpy signal handlers: SIGINT to the process group ends this loop as KeyboardInterrupt
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -222,6 +221,7 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
             publishers[name] = (node.create_publisher(Image, f"{name}/color/image_raw", image_qos(qos)),
                                 node.create_publisher(CameraInfo, f"{name}/color/camera_info", image_qos(qos)),
                                 camera_info_msg(intr, frame_id), frame_id)
+        os.nice(CAMERA_NICE)  # after start-up: at low priority on a loaded machine that alone took minutes
         while True:
             snapshot: Snapshot | None = conn.recv()
             while snapshot is not None and conn.poll():
