@@ -95,6 +95,9 @@ class SimWorldNode(Node):
                                                  self.cameras.send_snapshot, self._stop),
                                                  name="sim-camera-snapshots", daemon=True)
         self._snapshot_thread.start()
+        if not self.get_parameter("use_sim_time").value:
+            self.get_logger().warning("use_sim_time is false: the cameras and /clock carry sim time while this "
+                                      "node's other stamps are wall time (the sim graph sets use_sim_time everywhere)")
         self.get_logger().info(f"franky-sim on {p['host']}, seed {p['seed']}, cameras "
                                f"{[c.name for c in self.world.scene.cameras]} at {p['camera_rate_hz']} Hz "
                                f"(process {self.cameras.process.pid}), /clock at {p['clock_rate_hz']} Hz")
