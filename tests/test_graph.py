@@ -294,14 +294,15 @@ def test_sim_graph_runs_on_the_simulated_clock(sim_graph_running, ros_node):
     ros_node.create_subscription(PoseStamped, "/graspvla/ee_pose", poses.append, 10)
     ros_node.create_subscription(Image, "/front/color/image_raw", front.append, image_qos("sensor_data"))
     ros_node.create_subscription(Image, "/side/color/image_raw", side.append, image_qos("sensor_data"))
-    wait_for(lambda: (len(poses) > 50 and len(front) > 2 and len(side) > 2) or _died(graph), 180,
-             "TCP poses and images from the sim graph")
+    wait_for(lambda: (clock and len(poses) > 50 and len(front) > 2 and len(side) > 2) or _died(graph), 180,
+             "/clock, TCP poses and images from the sim graph")
     assert not _died(graph)
     first = len(clock)
-    wait_for(lambda: clock[-1] - clock[first - 1] > 2.0 or _died(graph), 120, "2 s of simulated time")
+    wait_for(lambda: clock[-1] - clock[first - 1] > 3.0 or _died(graph), 120, "3 s of simulated time")
     sim, real = clock[-1] - clock[first - 1], wall[-1] - wall[first - 1]
     assert all(b >= a for a, b in zip(clock, clock[1:])), "/clock went backwards"
-    assert 0 < sim <= real * 1.05 + 0.05, f"{sim:.2f} s simulated in {real:.2f} s"
+    # (slack for delivery delays of the first and last message under load)
+    assert 0 < sim <= real * 1.05 + 0.5, f"{sim:.2f} s simulated in {real:.2f} s"
     lo, hi = min(clock) - 0.5, max(clock) + 0.5
 
     def stamp(msg):
