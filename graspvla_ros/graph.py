@@ -157,13 +157,15 @@ INPUTS = {
 }
 
 
-def _given(arguments: dict[str, str], **names: type) -> dict[str, Any]:
-    """{name: typed value} of the graph arguments that were given (the rest keep config/ defaults)."""
-    return {name: kind(arguments[name]) for name, kind in names.items() if arguments.get(name) is not None}
+def _given(arguments: dict[str, str], **params: tuple[str, type]) -> dict[str, Any]:
+    """{parameter: typed value} for the graph arguments that were given; `params` maps each
+    parameter to (argument, type). Arguments not given keep the node's config/ default."""
+    return {param: kind(arguments[arg]) for param, (arg, kind) in params.items() if arguments.get(arg) is not None}
 
 
 def _policy_params(arguments: dict[str, str]) -> dict[str, Any]:
-    return _given(arguments, backend=str, checkpoint=str, llm_dir=str, rate_hz=float)
+    return _given(arguments, backend=("backend", str), checkpoint=("checkpoint", str),
+                  llm_dir=("llm_dir", str), rate_hz=("rate_hz", float))
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:
@@ -172,23 +174,17 @@ def sim_graph(**arguments: str) -> list[NodeSpec]:
     CPU-starved simulator slows the whole world instead of skewing stamps against due times.
     The controller retries its connection until sim_world's franky-sim is up."""
     sim_time = {"use_sim_time": True}
-    rate = _given(arguments, sim_camera_rate_hz=float)
-    camera = {"camera_rate_hz": rate["sim_camera_rate_hz"]} if rate else {}
-    return [sim_world(host=SIM_HOST, **camera, **sim_time),
+    return [sim_world(host=SIM_HOST, **_given(arguments, camera_rate_hz=("sim_camera_rate_hz", float)), **sim_time),
             policy(**{"backend": SIM_BACKEND, **_policy_params(arguments), **sim_time}),
             controller(robot_ip=SIM_HOST, **sim_time)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:
     """The whole stack on a real Franka with two RealSense cameras (defaults from config/)."""
-    def serial(name: str) -> dict[str, str]:
-        given = arguments.get(f"{name}_serial")
-        return {} if given is None else {"serial": given}
-
-    return [camera("front", **serial("front")),
-            camera("side", **serial("side")),
+    return [camera("front", **_given(arguments, serial=("front_serial", str))),
+            camera("side", **_given(arguments, serial=("side_serial", str))),
             policy(**_policy_params(arguments)),
-            controller(**_given(arguments, robot_ip=str))]
+            controller(**_given(arguments, robot_ip=("robot_ip", str)))]
 
 
 GRAPHS = {"sim": sim_graph, "robot": robot_graph}
