@@ -32,7 +32,7 @@ from std_srvs.srv import Trigger
 from graspvla_ros.camera import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
 from graspvla_ros.bringup import die_with_parent
-from graspvla_ros.nodes.common import periodic, run
+from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
 from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
@@ -117,6 +117,13 @@ class SimWorldNode(Node):
         self.target_pub.publish(String(data=name))
 
     def _publish_ground_truth(self) -> None:
+        try:
+            self._publish_ground_truth_once()
+        except RCLError:
+            if self.context.ok():
+                raise  # a SIGINT/SIGTERM invalidates the context under a running timer: end quietly
+
+    def _publish_ground_truth_once(self) -> None:
         msg = PoseArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.base_frame
