@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
              "|---|---|---|---|"]
     lines += [f"| {rate:g} Hz | {before:.2f} | {after:.2f} | {fps:.1f} Hz |" for rate, before, after, fps in rows]
     lines += ["", "Real-time factor = MuJoCo seconds / wall seconds of franky-sim's 1 kHz loop (no client "
-              "connected). Both variants publish the images over rclpy (LARGE_DATA). The camera process "
+              "connected). Both variants publish the images over rclpy (LARGE_DATA) and take snapshots at the wall-clock rate (sim_world "
+              "itself paces them in sim time, which renders fewer frames while the physics is slow: this is the worse case). The camera process "
               "renders from qpos snapshots, so the physics' process only copies a few hundred bytes per "
               "frame; the CPU time of rendering is still spent on the same cores, at niceness "
               "10 (`CAMERA_NICE`), so on a busy machine the camera rate gives way before the physics does. "

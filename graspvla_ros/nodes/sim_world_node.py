@@ -46,7 +46,7 @@ PARAMS = (
     Param('realtime', 1.0,
           'pace of the physics: wall seconds per simulated second at most (1.0 = real time; a starved CPU makes it slower, never faster)'),
     Param('camera_rate_hz', 10.0,
-          'render + publish rate of each camera, in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
+          'frames per second of SIM time of each camera, rendered in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
     Param('clock_rate_hz', 250.0,
           'rate of `/clock` (MuJoCo time; the physics steps 1 ms): the resolution of node-clock stamps in the sim graph; each node on sim time spends ~10% of a core per 500 Hz taking it (measured)'),
     Param('width', 640,
@@ -91,8 +91,7 @@ class SimWorldNode(Node):
                                               self._publish_clock, self._stop), name="sim-clock", daemon=True)
         self._clock_thread.start()
         self.cameras = CameraProcess(self.world, p, f"{self.get_name()}_cameras", self.get_namespace())
-        self._snapshot_thread = threading.Thread(target=periodic, args=(self, 1.0 / p["camera_rate_hz"],
-                                                 self.cameras.send_snapshot, self._stop),
+        self._snapshot_thread = threading.Thread(target=self.cameras.feed, args=(1.0 / p["camera_rate_hz"], self._stop),
                                                  name="sim-camera-snapshots", daemon=True)
         self._snapshot_thread.start()
         if not self.get_parameter("use_sim_time").value:
@@ -184,6 +183,19 @@ class CameraProcess:
                                    args=(child, str(model), cameras, p["qos"], node_name, namespace))
         self.process.start()
         child.close()
+
+    def feed(self, period: float, stop: threading.Event) -> None:
+        """A snapshot every `period` of SIM time, as a real camera exposes every period of real
+        time: a physics slowed by the CPU slows the cameras too (and sheds their load), and the
+        policy sees the camera rate the world runs at. Until `stop`."""
+        due = self.world.time()
+        while not stop.is_set():
+            now = self.world.time()
+            if now >= due:
+                self.send_snapshot()
+                due = due + period if due + period > now else now + period  # no burst after a stall
+            else:
+                stop.wait(due - now)  # simulated time never runs ahead of wall time
 
     def send_snapshot(self) -> None:
         try:
