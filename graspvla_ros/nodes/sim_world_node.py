@@ -22,16 +22,16 @@ import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from graspvla_ros.bringup import die_with_parent
 from graspvla_ros.camera import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
-from graspvla_ros.bringup import die_with_parent
 from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
@@ -44,7 +44,7 @@ PARAMS = (
     Param('seed', 0,
           'object layout seed'),
     Param('realtime', 1.0,
-          'pace of the physics: wall seconds per simulated second at most (1.0 = real time; a starved CPU makes it slower, never faster)'),
+          'pace of the physics: each simulated second takes at least this many wall seconds (1.0 = real time; a starved CPU makes it slower, never faster)'),
     Param('camera_rate_hz', 10.0,
           'frames per second of SIM time of each camera, rendered in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
     Param('clock_rate_hz', 250.0,
