@@ -225,8 +225,9 @@ def sim_graph_running():
 
     specs = [s for s in build("sim", {"sim_camera_rate_hz": "5"}) if present(s)]
     if not any(s.name == "policy" for s in specs):
-        # a slow square (~35 s of sim time): it exits when done, and must outlive these tests' checks
-        specs.append(scripted_chunks(use_sim_time=True, start_timeout=240.0, speed=0.01))
+        # a slow square (~2 min of sim time): it exits when done, and must outlive these tests'
+        # checks even on a loaded machine
+        specs.append(scripted_chunks(use_sim_time=True, start_timeout=240.0, speed=0.003))
     log = open(os.environ.get("ROS_LOG_DIR", "/tmp") + f"/sim_graph_{os.getpid()}.log", "w+")
     with Bringup(specs, out=log) as graph:
         yield graph, [s.name for s in specs]
@@ -250,6 +251,7 @@ def test_every_subscription_in_the_sim_graph_has_a_publisher(sim_graph_running, 
     graph, names = sim_graph_running
     expected = set(names) | {"sim_world_cameras"}
     wait_for(lambda: expected <= _ns_names(ros_node) or _died(graph), 180, f"nodes {expected}")
+    assert expected <= _ns_names(ros_node), f"nodes missing: {expected - _ns_names(ros_node)}, exited: {graph.failed()}"
     assert not _died(graph)
     publishers, subscriptions = set(), {}
     for name in expected:
