@@ -36,7 +36,6 @@ setup(
     description="ROS 2 stack running the GraspVLA grasping VLA on a Franka arm with two RealSense cameras.",
     license="Apache-2.0",
     python_requires=">=3.10",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{name} = {target}" for name, target in {**NODES, **TOOLS}.items()]
     },

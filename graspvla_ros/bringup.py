@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, NodeSpec, build
+from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, NodeSpec, build
 
 
 def die_with_parent() -> None:
@@ -41,7 +41,7 @@ class NodeProcess:
         self.cmd = [sys.executable, "-m", spec.module, *spec.ros_args()]
         self.proc = subprocess.Popen(
             self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
+            start_new_session=True, env={**ENVIRONMENT, **os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
         )
         self._pump = threading.Thread(target=self._forward, args=(out,), daemon=True)
         self._pump.start()
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("arguments", nargs="*", metavar="name:=value",
                         help="graph arguments: " + ", ".join(GRAPH_ARGUMENTS))
     parser.add_argument("--print", action="store_true", help="print the command lines and exit")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     pairs = [a.split(":=", 1) for a in args.arguments]
     unknown = [a for a in args.arguments if ":=" not in a or a.split(":=", 1)[0] not in GRAPH_ARGUMENTS]
     if unknown:

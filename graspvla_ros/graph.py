@@ -6,6 +6,7 @@ cannot drift apart.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,39 @@ from typing import Any
 import yaml
 
 PACKAGE = "graspvla_ros"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def share_dir() -> Path:
+    """Where config/ and launch/ are: the source tree when this module runs from it (a checkout,
+    `pip install -e`), else the package's installed share directory (`colcon build`, apt),
+    found through the ament index, or under the Python prefix for a plain `pip install`.
+    The source tree goes first so a checkout never reads an older installed copy's config."""
+    source = Path(__file__).resolve().parent.parent
+    if (source / "package.xml").is_file() and (source / "config").is_dir():
+        return source
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        pass
+    else:
+        try:
+            return Path(get_package_share_directory(PACKAGE))
+        except PackageNotFoundError:
+            pass
+    prefix = Path(sys.prefix) / "share" / PACKAGE
+    if (prefix / "config").is_dir():
+        return prefix
+    raise FileNotFoundError(f"{PACKAGE}: no config/ in the source tree ({source}), the ament index "
+                            f"(AMENT_PREFIX_PATH; source install/setup.sh after colcon build) or {prefix}")
+
+
+SHARE_DIR = share_dir()
+CONFIG_DIR = SHARE_DIR / "config"
+LAUNCH_DIR = SHARE_DIR / "launch"
+
+# Set for every node of every graph, by the launch file and the bringup runner alike: Fast DDS's
+# default transports drop most 640×480 images (docs/interfaces.md, "Graphs and their arguments").
+ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
 
 
 @dataclass(frozen=True)
@@ -102,24 +135,56 @@ def sim_world(**params: Any) -> NodeSpec:
     )
 
 
+def policy(**params: Any) -> NodeSpec:
+    """GraspVLA on the two camera views: instructions in, action chunks out (`backend` picks
+    the model runtime, or `expert`, the simulation's ground-truth planner)."""
+    return NodeSpec(
+        name="policy",
+        executable="policy_node",
+        module="graspvla_ros.nodes.policy_node",
+        params_files=("policy.yaml",),
+        params=params,
+    )
+
+
 SIM_HOST = "127.0.0.1"
+SIM_BACKEND = "expert"
+
+# Topics a graph takes from outside (a person, the CLI, a test): no node of the graph publishes them.
+INPUTS = {
+    "/graspvla/instruction": "what to grasp (`graspvla say ...`)",
+    "/sim/set_target": "the object whose grasp sim_world scores",
+}
+
+
+def _given(arguments: dict[str, str], **params: tuple[str, type]) -> dict[str, Any]:
+    """{parameter: typed value} for the graph arguments that were given; `params` maps each
+    parameter to (argument, type). Arguments not given keep the node's config/ default."""
+    return {param: kind(arguments[arg]) for param, (arg, kind) in params.items() if arguments.get(arg) is not None}
+
+
+def _policy_params(arguments: dict[str, str]) -> dict[str, Any]:
+    return _given(arguments, backend=("backend", str), checkpoint=("checkpoint", str),
+                  llm_dir=("llm_dir", str), rate_hz=("rate_hz", float))
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:
-    """The whole stack against the simulated world (no hardware); the controller retries
-    its connection until sim_world's franky-sim is up."""
-    rate = {"camera_rate_hz": float(arguments["sim_camera_rate_hz"])} if "sim_camera_rate_hz" in arguments else {}
-    return [sim_world(host=SIM_HOST, **rate), controller(robot_ip=SIM_HOST)]
+    """The whole stack against the simulated world (no hardware), on ONE clock: sim_world
+    publishes `/clock` from MuJoCo's time and every node runs with `use_sim_time`, so a
+    CPU-starved simulator slows the whole world instead of skewing stamps against due times.
+    The controller retries its connection until sim_world's franky-sim is up."""
+    sim_time = {"use_sim_time": True}
+    return [sim_world(host=SIM_HOST, **_given(arguments, camera_rate_hz=("sim_camera_rate_hz", float)), **sim_time),
+            policy(**{"backend": SIM_BACKEND, **_policy_params(arguments), **sim_time}),
+            controller(robot_ip=SIM_HOST, **sim_time)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:
     """The whole stack on a real Franka with two RealSense cameras (defaults from config/)."""
-    def given(**params: str) -> dict[str, str]:
-        return {k: v for k, v in params.items() if v is not None}
-
-    return [controller(**given(robot_ip=arguments.get("robot_ip"))),
-            camera("front", **given(serial=arguments.get("front_serial"))),
-            camera("side", **given(serial=arguments.get("side_serial")))]
+    return [camera("front", **_given(arguments, serial=("front_serial", str))),
+            camera("side", **_given(arguments, serial=("side_serial", str))),
+            policy(**_policy_params(arguments)),
+            controller(**_given(arguments, robot_ip=("robot_ip", str)))]
 
 
 GRAPHS = {"sim": sim_graph, "robot": robot_graph}
@@ -129,7 +194,12 @@ GRAPH_ARGUMENTS = {
     "robot_ip": "IP address of the Franka control box (robot graph)",
     "front_serial": "serial number of the front RealSense; empty: the only one connected (robot graph)",
     "side_serial": "serial number of the side RealSense (robot graph)",
-    "sim_camera_rate_hz": "rate of the simulated cameras; rendering runs on the CPU beside the physics (sim graph)",
+    "backend": "policy backend: graspvla with torch/onnxruntime/tensorrt as config/policy.yaml says, or expert "
+               "(simulation only; the sim graph's default)",
+    "checkpoint": "GraspVLA checkpoint directory (graspvla backend)",
+    "llm_dir": "directory of the InternLM2 tokenizer/config the checkpoint needs (graspvla backend)",
+    "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
+    "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
 }
 
 

@@ -1,20 +1,18 @@
 """ros2 launch graspvla_ros graspvla.launch.py graph:=robot robot_ip:=172.16.0.2 front_serial:=... side_serial:=...
 
-Built from graspvla_ros.graph, the same description the project's own bringup runner uses.
+Built from graspvla_ros.graph, the same description the project's own bringup runner uses;
+config/ comes from the package's share directory (graph.CONFIG_DIR), so it runs from a
+`colcon build` install as well as from a checkout.
 """
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from graspvla_ros.graph import GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build
+from graspvla_ros.graph import CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build
 
 
 def _nodes(context):
-    config_dir = os.path.join(get_package_share_directory(PACKAGE), "config")
     graph = LaunchConfiguration("graph").perform(context)
     arguments = {name: LaunchConfiguration(name).perform(context) for name in GRAPH_ARGUMENTS}
     return [
@@ -23,7 +21,7 @@ def _nodes(context):
             executable=spec.executable,
             name=spec.name,
             namespace=spec.namespace or None,
-            parameters=[os.path.join(config_dir, f) for f in spec.params_files] + [spec.params],
+            parameters=[str(CONFIG_DIR / f) for f in spec.params_files] + [spec.params],
             remappings=list(spec.remaps.items()),
             output="screen",
             emulate_tty=True,
@@ -34,6 +32,8 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription([
+        # large images: Fast DDS's default transports drop most 640×480 frames
+        *[SetEnvironmentVariable(name, value) for name, value in ENVIRONMENT.items()],
         DeclareLaunchArgument("graph", default_value="robot", choices=sorted(GRAPHS),
                               description="robot: real Franka + RealSense; sim: MuJoCo world"),
         *[DeclareLaunchArgument(name, default_value="", description=text) for name, text in GRAPH_ARGUMENTS.items()],

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -79,6 +80,41 @@ def test_camera_sees_every_object_in_its_colour_where_it_should_be(world, camera
         window = (slice(max(0, v - 30), v + 30), slice(max(0, u - 30), u + 30))
         hits = int(((nearest[window] == i) & close[window] & (rgb[window].max(-1) > 40)).sum())
         assert hits >= 40, f"{name}: only {hits} pixels of its colour around ({u}, {v}) in the {camera} view"
+
+
+@pytest.mark.sim
+def test_snapshot_renderer_sees_what_the_live_world_shows(world, tmp_path):
+    """The camera process's side: a saved copy of the model, posed from a qpos snapshot, renders
+    the same images as the live world (the arm moved off home so the pose matters)."""
+    from graspvla_ros.sim.render import SnapshotRenderer, save_model
+
+    model = save_model(world.model, tmp_path / "world.mjb")
+    renderer = SnapshotRenderer(model, ["front", "side"], 640, 480)
+    try:
+        with world.server.lock:
+            saved = world.data.qpos.copy(), world.data.qvel.copy()
+            world.data.qpos[world.model.joint("robot0_fr3_joint1").qposadr[0]] += 0.6
+            mujoco.mj_forward(world.model, world.data)
+        snapshot = world.snapshot()
+        frames = renderer.render(snapshot)
+        for camera in ("front", "side"):
+            live = world.renderer(camera)
+            try:
+                with world.server.lock:
+                    world.data.qpos[:] = snapshot.qpos
+                    mujoco.mj_forward(world.model, world.data)
+                    live._renderer.update_scene(world.data, camera=camera)
+                expected = live._renderer.render()
+            finally:
+                live.close()
+            diff = np.abs(frames[camera].astype(int) - expected.astype(int))
+            assert frames[camera].shape == (480, 640, 3) and diff.mean() < 1.0, f"{camera}: mean diff {diff.mean():.2f}"
+        assert snapshot.time > 0
+    finally:
+        renderer.close()
+        with world.server.lock:
+            world.data.qpos[:], world.data.qvel[:] = saved
+            mujoco.mj_forward(world.model, world.data)
 
 
 @pytest.mark.sim

@@ -1,26 +1,40 @@
 """sim_world_node: franky-sim (FR3 + gripper on `host`) with the GraspVLA table world.
 
-Publishes the front/side cameras on the same topics and encodings as camera_node, the
-objects' ground-truth poses and grasp success for the current target.
+Publishes `/clock` from MuJoCo's simulated time (the sim graph runs every node on it), the
+front/side cameras on the same topics and encodings as camera_node, the objects'
+ground-truth poses and grasp success for the current target. The cameras render in a child
+process (`graspvla_ros.sim.render`) that publishes as the node `<name>_cameras`, so rendering
+never takes the physics' CPU time under the GIL.
 Topics, services and parameters: docs/interfaces.md (## Simulated world).
 """
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
+import rclpy
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from graspvla_ros.bringup import die_with_parent
 from graspvla_ros.camera import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
-from graspvla_ros.nodes.common import periodic, run
+from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
 from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
 
 CONFIG = 'sim_world.yaml'
@@ -30,9 +44,11 @@ PARAMS = (
     Param('seed', 0,
           'object layout seed'),
     Param('realtime', 1.0,
-          '`true` = `RealtimeConfig.Enforce` (needs a real-time kernel), else `Ignore`'),
+          'pace of the physics: each simulated second takes at least this many wall seconds (1.0 = real time; a starved CPU makes it slower, never faster)'),
     Param('camera_rate_hz', 10.0,
-          'render + publish rate of each camera (a 640×480 frame costs 70–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
+          'frames per second of SIM time of each camera, rendered in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
+    Param('clock_rate_hz', 250.0,
+          'rate of `/clock` (MuJoCo time; the physics steps 1 ms): the resolution of node-clock stamps in the sim graph; each node on sim time spends ~10% of a core per 500 Hz taking it (measured)'),
     Param('width', 640,
           'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
     Param('height', 480,
@@ -46,6 +62,7 @@ PARAMS = (
     Param('base_frame', 'base',
           'the frame chunks must be in and poses are published in'),
 )
+CAMERA_NICE = 10  # the camera process's niceness: ~1/10 of the physics' CPU share when both want it
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -56,17 +73,8 @@ class SimWorldNode(Node):
         self.base_frame = p["base_frame"]
         self._target = ""
         self.world = SimWorld(p["seed"], p["host"], p["realtime"], p["width"], p["height"])
-        qos = image_qos(p["qos"])
-        self.cameras = {}
-        for cam in self.world.scene.cameras:
-            f = cam.focal_px(p["height"])
-            intr = Intrinsics(p["width"], p["height"], f, f, (p["width"] - 1) / 2, (p["height"] - 1) / 2,
-                              "plumb_bob", (0.0,) * 5)
-            frame_id = f"{cam.name}_color_optical_frame"
-            self.cameras[cam.name] = (
-                self.create_publisher(Image, f"{cam.name}/color/image_raw", qos),
-                self.create_publisher(CameraInfo, f"{cam.name}/color/camera_info", qos),
-                camera_info_msg(intr, frame_id), frame_id)
+        image_qos(p["qos"])  # a bad value fails here, not in the camera process
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.names_pub = self.create_publisher(String, "sim/object_names", LATCHED)
         self.poses_pub = self.create_publisher(PoseArray, "sim/object_poses", 10)
         self.target_pub = self.create_publisher(String, "sim/target", LATCHED)
@@ -79,11 +87,23 @@ class SimWorldNode(Node):
         self.names_pub.publish(String(data=json.dumps([o.name for o in OBJECTS])))
         self.create_timer(1.0 / p["ground_truth_rate_hz"], self._publish_ground_truth)
         self._stop = threading.Event()
-        self._render_thread = threading.Thread(target=self._render_loop, args=(p["camera_rate_hz"],),
-                                               name="sim-cameras", daemon=True)
-        self._render_thread.start()
+        self._clock_thread = threading.Thread(target=periodic, args=(self, 1.0 / p["clock_rate_hz"],
+                                              self._publish_clock, self._stop), name="sim-clock", daemon=True)
+        self._clock_thread.start()
+        self.cameras = CameraProcess(self.world, p, f"{self.get_name()}_cameras", self.get_namespace())
+        self._snapshot_thread = threading.Thread(target=self.cameras.feed, args=(1.0 / p["camera_rate_hz"], self._stop),
+                                                 name="sim-camera-snapshots", daemon=True)
+        self._snapshot_thread.start()
+        if not self.get_parameter("use_sim_time").value:
+            self.get_logger().warning("use_sim_time is false: the cameras and /clock carry sim time while this "
+                                      "node's other stamps are wall time (the sim graph sets use_sim_time everywhere)")
         self.get_logger().info(f"franky-sim on {p['host']}, seed {p['seed']}, cameras "
-                               f"{list(self.cameras)} at {p['camera_rate_hz']} Hz")
+                               f"{[c.name for c in self.world.scene.cameras]} at {p['camera_rate_hz']} Hz "
+                               f"(process {self.cameras.process.pid}), /clock at {p['clock_rate_hz']} Hz")
+
+    def _publish_clock(self) -> None:
+        sec, nanosec = divmod(round(self.world.time() * 1e9), 1_000_000_000)
+        self.clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
 
     def _set_target(self, name: str) -> None:
         if name:
@@ -95,25 +115,14 @@ class SimWorldNode(Node):
         self._target = name
         self.target_pub.publish(String(data=name))
 
-    def _render_loop(self, rate_hz: float) -> None:
-        """Renders and publishes every camera at `rate_hz` (the renderers live on this thread)."""
-        renderers = {name: self.world.renderer(name) for name in self.cameras}
-        def publish_frames() -> None:
-            for name, renderer in renderers.items():
-                stamp_ns = self.get_clock().now().nanoseconds
-                rgb = renderer.render()
-                image_pub, info_pub, info, frame_id = self.cameras[name]
-                info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-                image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
-                info_pub.publish(info)
-
-        try:
-            periodic(self, 1.0 / rate_hz, publish_frames, self._stop)
-        finally:
-            for renderer in renderers.values():
-                renderer.close()
-
     def _publish_ground_truth(self) -> None:
+        try:
+            self._publish_ground_truth_once()
+        except RCLError:
+            if self.context.ok():
+                raise  # a SIGINT/SIGTERM invalidates the context under a running timer: end quietly
+
+    def _publish_ground_truth_once(self) -> None:
         msg = PoseArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.base_frame
@@ -143,8 +152,122 @@ class SimWorldNode(Node):
 
     def close(self) -> None:
         self._stop.set()
-        self._render_thread.join()
+        self._clock_thread.join()
+        self._snapshot_thread.join()
+        published = self.cameras.close()
         self.world.stop()
+        # python logging: at shutdown the node's rosout publisher is gone already
+        logging.getLogger("sim_world").info(f"camera process published {published} frame pairs")
+
+
+class CameraProcess:
+    """The simulated cameras' child process: takes `Snapshot`s through a pipe, renders both
+    views of the newest one and publishes them stamped with its sim time, as camera_node does.
+    It runs at a lower CPU priority (`CAMERA_NICE`): on a busy machine the camera rate drops
+    before the physics slows."""
+
+    def __init__(self, world: SimWorld, p: dict, node_name: str, namespace: str):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # before the child imports mujoco
+        self._tmp = tempfile.TemporaryDirectory(prefix="sim_world_")
+        model = save_model(world.model, Path(self._tmp.name) / "world.mjb")
+        cameras = []
+        for cam in world.scene.cameras:
+            f = cam.focal_px(p["height"])
+            intr = Intrinsics(p["width"], p["height"], f, f, (p["width"] - 1) / 2, (p["height"] - 1) / 2,
+                              "plumb_bob", (0.0,) * 5)
+            cameras.append((cam.name, intr))
+        self.world = world
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs DDS threads
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=camera_process, name=node_name, daemon=True,
+                                   args=(child, str(model), cameras, p["qos"], node_name, namespace))
+        self.process.start()
+        child.close()
+
+    def feed(self, period: float, stop: threading.Event) -> None:
+        """A snapshot every `period` of SIM time, as a real camera exposes every period of real
+        time: a physics slowed by the CPU slows the cameras too (and sheds their load), and the
+        policy sees the camera rate the world runs at. Until `stop`."""
+        due = self.world.time()
+        while not stop.is_set():
+            now = self.world.time()
+            if now >= due:
+                self.send_snapshot()
+                due = due + period if due + period > now else now + period  # no burst after a stall
+            else:
+                stop.wait(due - now)  # simulated time never runs ahead of wall time
+
+    def send_snapshot(self) -> None:
+        try:
+            self._conn.send(self.world.snapshot())
+        except OSError:
+            pass  # the child has ended (a shutdown's SIGINT reaches it first): nothing to feed
+
+    def close(self) -> int:
+        """Stop the child; returns how many snapshots it rendered and published (-1: unknown)."""
+        published = -1
+        try:
+            self._conn.send(None)
+        except OSError:
+            pass  # the child has ended already; its count may still be in the pipe
+        try:
+            if self._conn.poll(10.0):
+                published = self._conn.recv()
+        except (OSError, EOFError):
+            pass
+        self.process.join(timeout=10.0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self._conn.close()
+        self._tmp.cleanup()
+        return published
+
+
+def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]], qos: str,
+                   node_name: str, namespace: str) -> None:
+    """Child process: render each snapshot received (skipping to the newest when behind) and
+    publish image + camera_info per camera, until `None` or the parent goes away."""
+    die_with_parent()
+    context = rclpy.Context()
+    # no rclpy signal handlers: SIGINT to the process group ends this loop as KeyboardInterrupt
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = Node(node_name, namespace=namespace or "/", context=context)
+    renderer, published = None, 0
+    try:
+        width, height = cameras[0][1].width, cameras[0][1].height
+        renderer = SnapshotRenderer(model_path, [name for name, _ in cameras], width, height)
+        publishers = {}
+        for name, intr in cameras:
+            frame_id = f"{name}_color_optical_frame"
+            publishers[name] = (node.create_publisher(Image, f"{name}/color/image_raw", image_qos(qos)),
+                                node.create_publisher(CameraInfo, f"{name}/color/camera_info", image_qos(qos)),
+                                camera_info_msg(intr, frame_id), frame_id)
+        os.nice(CAMERA_NICE)  # after start-up: at low priority on a loaded machine that alone took minutes
+        while True:
+            snapshot: Snapshot | None = conn.recv()
+            while snapshot is not None and conn.poll():
+                snapshot = conn.recv()
+            if snapshot is None:
+                break
+            stamp_ns = round(snapshot.time * 1e9)
+            for name, rgb in renderer.render(snapshot).items():
+                image_pub, info_pub, info, frame_id = publishers[name]
+                info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+                image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
+                info_pub.publish(info)
+            published += 1
+    except (EOFError, KeyboardInterrupt):
+        pass  # parent gone, or the SIGINT of a shutdown that reached the whole process group
+    finally:
+        try:
+            conn.send(published)
+        except OSError:
+            pass
+        if renderer is not None:
+            renderer.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from graspvla_ros.calibration.geometry import camera_angles, look_rotation
 from graspvla_ros.calibration.nominal import NominalCamera, load_nominal
 from graspvla_ros.chunk import euler_to_matrix
 from graspvla_ros.franka import HOME_POSITION, HOME_RPY
+from graspvla_ros.sim.render import Snapshot
 from graspvla_ros.sim.server import SimServer
 
 WORKSPACE_X = (0.35, 0.75)
@@ -256,6 +257,15 @@ class SimWorld:
 
     def renderer(self, camera: str) -> CameraRenderer:
         return CameraRenderer(self, camera, self.width, self.height)
+
+    def time(self) -> float:
+        """MuJoCo's simulated time (s): one 1 ms physics step advances it by 1 ms."""
+        return float(self.data.time)
+
+    def snapshot(self) -> Snapshot:
+        """Sim time and joint positions, one consistent copy: what a `SnapshotRenderer` needs."""
+        with self.server.lock:
+            return Snapshot(float(self.data.time), self.data.qpos.copy())
 
     def camera_spec(self, name: str) -> CameraSpec:
         for cam in self.scene.cameras:
