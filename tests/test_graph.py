@@ -153,21 +153,16 @@ def test_launch_file_and_bringup_set_the_dds_transport_that_scripts_isolated_set
         assert f'export {name}="${{{name}:-{value}}}"' in isolated
 
 
-PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", "config", "launch", "graspvla_ros")
-
-
 @pytest.fixture(scope="module")
 def colcon_install(tmp_path_factory):
-    """The package built with `colcon build` (no symlink install) in a fresh workspace."""
+    """The package built with `colcon build` (no symlink install) in a fresh workspace, from
+    the files git tracks: what a user's clone has, nothing built or cached here."""
     ws = tmp_path_factory.mktemp("colcon_ws")
     src = ws / "src" / "graspvla_ros"
-    src.mkdir(parents=True)
-    for name in PACKAGE_FILES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(path, src / name)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
     colcon = Path(sys.executable).parent / "colcon"
     build = subprocess.run([str(colcon), "build", "--packages-select", "graspvla_ros"], cwd=ws,
                            capture_output=True, text=True, timeout=240)
