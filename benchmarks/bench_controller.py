@@ -13,7 +13,7 @@ import numpy as np
 from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.demo_chunks import CHUNK_PERIOD, HORIZON, STEP_DT, ScriptedPath, evaluate, square_path, stream
-from graspvla_ros.franka import FrankaExecutor, Strategy
+from graspvla_ros.control import FrankaExecutor, Strategy
 from graspvla_ros.sim.server import sim_process
 
 HOST = "127.0.250.2"

@@ -103,13 +103,18 @@ def sim_world(**params: Any) -> NodeSpec:
 
 
 SIM_HOST = "127.0.0.1"
+# The controller's parameters in simulation: franky-sim's own hand (no finger extensions), and
+# grasps that squeeze: franky-sim drives the fingers to exactly the commanded width, so the
+# official grasp(0.04, ε ±0.04) would stop at 4 cm and never squeeze a 4 cm object.
+SIM_CONTROLLER = {"tcp_offset": 0.0, "gripper.grasp_width": 0.0, "gripper.grasp_speed": 0.1, "gripper.force": 35.0,
+                  "gripper.epsilon_inner": 0.005, "gripper.epsilon_outer": 0.08}
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware); the controller retries
     its connection until sim_world's franky-sim is up."""
     rate = {"camera_rate_hz": float(arguments["sim_camera_rate_hz"])} if "sim_camera_rate_hz" in arguments else {}
-    return [sim_world(host=SIM_HOST, **rate), controller(robot_ip=SIM_HOST)]
+    return [sim_world(host=SIM_HOST, **rate), controller(robot_ip=SIM_HOST, **SIM_CONTROLLER)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:

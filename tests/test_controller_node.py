@@ -14,7 +14,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.chunk import ActionChunk, Pose
-from graspvla_ros.graph import controller
+from graspvla_ros.graph import SIM_CONTROLLER, controller
 from graspvla_ros.nodes import chunk_msg
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -45,7 +45,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def controller_graph(sim_host):
-    with Bringup([controller(robot_ip=sim_host, **{"safety.hold_timeout": 0.6})]) as graph:
+    with Bringup([controller(robot_ip=sim_host, **SIM_CONTROLLER, **{"safety.hold_timeout": 0.6})]) as graph:
         yield graph
 
 

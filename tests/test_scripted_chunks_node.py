@@ -8,8 +8,8 @@ from std_msgs.msg import Float64
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.franka import HOME_POSITION
-from graspvla_ros.graph import controller, scripted_chunks
+from graspvla_ros.control import HOME_POSITION
+from graspvla_ros.graph import SIM_CONTROLLER, controller, scripted_chunks
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 SIDE = 0.04
@@ -25,7 +25,7 @@ def test_scripted_square_and_gripper_reach_the_simulated_arm(sim_host, ros_node)
     ros_node.create_subscription(PoseStamped, "/graspvla/ee_pose", lambda m: keep(
         poses, (m.pose.position.x, m.pose.position.y, m.pose.position.z)), 50)
     ros_node.create_subscription(Float64, "/graspvla/gripper_width", lambda m: keep(widths, m.data), 50)
-    specs = [controller(robot_ip=sim_host),
+    specs = [controller(robot_ip=sim_host, **SIM_CONTROLLER),
              scripted_chunks(side=SIDE, speed=0.04, gripper_hold=1.2, start_timeout=30.0)]
     with Bringup(specs) as graph:
         wait_for(lambda: poses, 30, "the controller's TCP pose")

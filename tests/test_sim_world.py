@@ -161,7 +161,7 @@ def test_grasp_success_when_the_arm_lifts_the_named_object(new_loopback_host):
     """The project's franky executor picks up the blue cylinder: held but not lifted is not a
     success, lifted 15 cm in the gripper is; the other objects never count."""
     from graspvla_ros.chunk import GRIPPER_CLOSE, ActionChunk, Pose
-    from graspvla_ros.franka import HOME_RPY, FrankaExecutor
+    from graspvla_ros.control import HOME_RPY, FrankaExecutor
 
     from conftest import wait_for
 

@@ -21,7 +21,7 @@ import mujoco
 import numpy as np
 
 from graspvla_ros.chunk import euler_to_matrix
-from graspvla_ros.franka import HOME_POSITION, HOME_RPY
+from graspvla_ros.control import HOME_POSITION, HOME_RPY
 from graspvla_ros.sim.server import SimServer
 
 WORKSPACE_X = (0.35, 0.75)
