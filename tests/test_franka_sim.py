@@ -155,13 +155,24 @@ def test_gripper_grasps_and_lifts_a_cube(new_loopback_host):
         assert ex.read_state().gripper_width > 0.07
 
 
+def window_speed(t, x, window=0.02):
+    """Max TCP speed (m/s) over `window`-long stretches of samples (robot clock), robust to
+    samples that share a robot-clock tick."""
+    speeds = [np.linalg.norm(x[j] - x[i]) / (t[j] - t[i])
+              for i in range(len(t)) for j in [np.searchsorted(t, t[i] + window)] if j < len(t)]
+    return max(speeds, default=0.0)
+
+
 class CommandLog:
     """Wraps the executor's real franky adapter and records every motion command it issues;
     `slow` s of delay inside each chunk motion widen the window an e-stop race needs."""
 
+    NAMES = ("move_through", "move_to", "stop")
+
     def __init__(self, ex, slow=0.0):
-        self.commands, arm = [], ex._arm
-        for name in ("move_through", "move_to", "stop"):
+        self.commands, self.arm = [], ex._arm
+        arm = self.arm
+        for name in self.NAMES:
             real = getattr(arm, name)
 
             def record(*args, _real=real, _name=name):
@@ -171,12 +182,24 @@ class CommandLog:
                 return _real(*args)
             setattr(arm, name, record)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Unwrap: the wrappers hold the adapter, which must be freed (disconnected) at close."""
+        for name in self.NAMES:
+            delattr(self.arm, name)
+
 
 def test_estop_is_the_last_motion_command(executor):
     """Chunks keep arriving while the e-stop is called: once estop returns, no motion command
     other than its stop reaches the robot, and the arm stays where it stopped."""
-    log = CommandLog(executor, slow=0.05)
-    stop, sender_errors = threading.Event(), []
+    with CommandLog(executor, slow=0.05) as log:
+        estop_while_streaming(executor, log)
+
+
+def estop_while_streaming(executor, log):
+    stop = threading.Event()
 
     def send():
         while not stop.is_set():
@@ -285,8 +308,8 @@ def test_gripper_change_is_gated_by_position(executor):
     assert closing.size, "the fingers never moved"
     start = closing[0]
     assert np.linalg.norm(x[start] - chunk.targets[3].pose.position) < 2e-3, "fingers started before the waypoint"
-    span = slice(max(start - 5, 0), start + np.argmax(width[start:] <= width[-1] + 1e-4) + 1)
-    speed = np.linalg.norm(np.diff(x[span], axis=0), axis=1) / np.maximum(np.diff(t[span]), 1e-4)
+    moving = np.flatnonzero((width > width[-1] + 2e-3) & (np.arange(len(width)) >= start))
+    speed = window_speed(t[moving], x[moving])
     assert speed.max() < 0.005, f"arm moved at {speed.max() * 1e3:.1f} mm/s while the fingers closed"
 
 
@@ -297,3 +320,29 @@ def test_a_gripper_change_on_an_overdue_step_still_happens(executor):
     wait_for(lambda: executor.gripper_command == -1.0, 10, "the overdue close")
     wait_for(lambda: executor.state != ControllerState.GRIPPER, 10, "the close to finish")
     assert executor.read_state().gripper_width < 0.01
+
+
+def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
+    """Chunks that drive the open hand 3 cm into the floor: the contact force (from MuJoCo's
+    contacts, sim.server.external_force) exceeds 15 N, the controller lifts 5 cm and goes IDLE."""
+    limits = SafetyLimits(workspace_min=(0.2, -0.4, -0.05), hold_timeout=0.6)
+    with FrankaExecutor(sim_host, limits=limits, gripper=SIM_GRIPPER) as ex:
+        ex.home()
+        rotation = ex.read_state().ee.rotation
+        ex.move_to(Pose(np.array([0.4, 0.2, 0.03]), rotation))
+        states = []
+        ex.add_state_listener(lambda state, why: states.append(state))
+        lowest = []
+        for _ in range(6):
+            try:
+                ex.submit(make_chunk(ex, step_rows(8, (0, 0, -0.005))))
+            except ChunkRejected:
+                break
+            lowest.append(ex.read_state().ee.position[2])
+            time.sleep(0.3)
+        wait_for(lambda: ex.contact_count >= 1, 10, "the contact reaction")
+        wait_for(lambda: ex.state == ControllerState.IDLE, 15, "IDLE after the retreat")
+        ex.flush()
+        assert ControllerState.FAULT not in states, states
+        assert abs(ex.read_state().force[2]) < 15.0
+        assert ex.read_state().ee.position[2] > min(lowest) + 0.04
