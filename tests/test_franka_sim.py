@@ -332,17 +332,15 @@ def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
         ex.move_to(Pose(np.array([0.4, 0.2, 0.03]), rotation))
         states = []
         ex.add_state_listener(lambda state, why: states.append(state))
-        lowest = []
         for _ in range(6):
             try:
                 ex.submit(make_chunk(ex, step_rows(8, (0, 0, -0.005))))
             except ChunkRejected:
                 break
-            lowest.append(ex.read_state().ee.position[2])
             time.sleep(0.3)
         wait_for(lambda: ex.contact_count >= 1, 10, "the contact reaction")
         wait_for(lambda: ex.state == ControllerState.IDLE, 15, "IDLE after the retreat")
         ex.flush()
         assert ControllerState.FAULT not in states, states
         assert abs(ex.read_state().force[2]) < 15.0
-        assert ex.read_state().ee.position[2] > min(lowest) + 0.04
+        assert ex.read_state().ee.position[2] > 0.04, "the hand touched the floor (z ≈ 0) and should be 5 cm up"
