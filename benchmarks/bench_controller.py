@@ -35,8 +35,8 @@ class TimedExecutor(FrankaExecutor):
         self.submitted = time.perf_counter()
         super().submit(chunk)
 
-    def _execute(self, chunk: ActionChunk) -> None:
-        super()._execute(chunk)
+    def _run_chunk(self, chunk: ActionChunk, epoch: int) -> None:
+        super()._run_chunk(chunk, epoch)
         self.issued = time.perf_counter()
 
 
@@ -174,7 +174,7 @@ def compare(ex: FrankaExecutor, speed: float) -> str:
     streaming = run_streaming(ex, path)
     streaming_reflexes = ex.reflex_count - reflexes
     ex.home()
-    ex.strategy = Strategy.BLOCKING
+    ex.strategy = Strategy.OFFICIAL_BLOCKING
     reflexes = ex.reflex_count
     blocking = run_blocking(ex, path)
     blocking_reflexes = ex.reflex_count - reflexes
@@ -190,7 +190,7 @@ def compare(ex: FrankaExecutor, speed: float) -> str:
 
 
 def main() -> None:
-    with sim_process(HOST), TimedExecutor(HOST) as ex:
+    with sim_process(HOST), TimedExecutor(HOST, tcp_offset=0.0) as ex:
         ex.home()
         latency = [latency_row("arm at rest", receipt_to_motion_latency(ex)),
                    latency_row("replacing a running motion", replacement_latency(ex))]

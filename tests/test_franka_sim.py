@@ -14,7 +14,7 @@ from graspvla_ros.sim.server import SimServer, add_cube
 
 pytestmark = pytest.mark.sim
 DT = 0.1
-SIM_GRIPPER = GripperSettings(**{k.split(".", 1)[1]: v for k, v in SIM_CONTROLLER.items() if k.startswith("gripper.")})
+SIM_GRIPPER = GripperSettings.from_params(SIM_CONTROLLER)
 
 
 @pytest.fixture

@@ -259,8 +259,7 @@ class FrankaExecutor:
         with self._lock:
             self._refuse_if_latched("home")
             job = HomeJob(self._machine.interrupt(ControllerState.HOMING, "homing"))
-            self._slot.clear()
-            self._stop_arm()
+            self._slot.clear()  # the home motion replaces the running one; no older job can issue another
             self._home_job = job
             self._slot.wake()
         return job
@@ -275,11 +274,11 @@ class FrankaExecutor:
 
     def move_to(self, pose: Pose, timeout: float = 10.0) -> None:
         """Blocking move of the TCP to an absolute base-frame pose (clamped into the workspace),
-        for tests and set-up; refused unless the controller is IDLE or HOLDING."""
+        for tests and set-up: like `hold`, it ends the chunk under way first (state HOLDING)."""
         with self._lock:
-            if self._machine.state not in (ControllerState.IDLE, ControllerState.HOLDING):
-                raise RuntimeError(f"cannot move while {self._machine.state.value}")
-            epoch = self._machine.epoch
+            self._refuse_if_latched("move")
+            epoch = self._machine.interrupt(ControllerState.HOLDING, "moving to a set pose")
+            self._slot.clear()
         try:
             self._issue(epoch, self._arm.move_to, Pose(self.limits.clamp_position(pose.position), pose.rotation))
             self._wait_motion(epoch, timeout)
@@ -424,10 +423,18 @@ class FrankaExecutor:
         try:
             self._arm.recover()
             self._run_gripper(epoch, GRIPPER_OPEN, force=True)
-            self._issue(epoch, self._arm.move_to, Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY))
-            if not self._wait_motion(epoch, 20.0):
-                job.error = "home motion did not finish in 20 s"
-                return
+            for attempt in range(2):  # franky's planner can fail to take over a motion just ending (-111)
+                try:
+                    self._issue(epoch, self._arm.move_to, Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY))
+                    if not self._wait_motion(epoch, 20.0):
+                        job.error = "home motion did not finish in 20 s"
+                        return
+                    break
+                except self._arm.motion_errors as err:
+                    if attempt:
+                        raise
+                    log.warning("home: %s; recovering and trying again", err)
+                    self._arm.recover()
             with self._lock:
                 self._check(epoch)
                 self._last_stamp_ns = self._last_commanded = None
@@ -435,7 +442,7 @@ class FrankaExecutor:
         except _Interrupted:
             job.error = "home interrupted (e-stop, hold or another home)"
         except Exception as err:  # contact or a motion error: the worker reacts to it
-            job.error = f"home failed: {err}"
+            job.error = str(err)
             raise
         finally:
             job.done.set()

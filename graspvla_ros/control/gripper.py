@@ -30,6 +30,11 @@ class GripperSettings:
     open_speed: float = 0.1      # m/s
     timeout: float = 2.0         # s a change may take before the arm goes on without it
 
+    @classmethod
+    def from_params(cls, params: dict) -> GripperSettings:
+        """From node parameters: the `gripper.<field>` entries (others are ignored)."""
+        return cls(**{k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("gripper.")})
+
 
 class Fingers:
     def __init__(self, gripper) -> None:

@@ -117,7 +117,7 @@ class ControllerNode(Node):
 
         # Every stamp and due time comes from the node clock (sim time in the sim graph).
         self.robot = FrankaExecutor(
-            p["robot_ip"], strategy=p["strategy"], limits=limits, gripper=GripperSettings(**section("gripper")),
+            p["robot_ip"], strategy=p["strategy"], limits=limits, gripper=GripperSettings.from_params(p),
             realtime=p["realtime"], dynamics_factor=p["relative_dynamics_factor"], tcp_offset=p["tcp_offset"],
             max_recoveries=p["max_recoveries"], clock=lambda: self.get_clock().now().nanoseconds,
             compliance=Compliance(**compliance), contact=ContactSettings(**section("contact")))
