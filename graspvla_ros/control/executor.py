@@ -229,7 +229,9 @@ class FrankaExecutor:
         with self._lock:
             self._machine.interrupt(ControllerState.ESTOPPED, "e-stop requested")
             self._slot.clear()
-            self._stop_arm()
+            error = self._stop_arm()
+        if error:
+            log.warning("e-stop: %s; recovered", error)
 
     def hold(self) -> None:
         """Stop the current motion, drop the pending chunk, hold the pose; later chunks run again."""
@@ -237,7 +239,9 @@ class FrankaExecutor:
             self._refuse_if_latched("hold")
             self._machine.interrupt(ControllerState.HOLDING, "hold requested")
             self._slot.clear()
-            self._stop_arm()
+            error = self._stop_arm()
+        if error:
+            log.warning("hold: %s; recovered", error)
 
     def release(self) -> None:
         with self._lock:
@@ -289,13 +293,15 @@ class FrankaExecutor:
         if self._machine.state in (ControllerState.ESTOPPED, ControllerState.FAULT):
             raise RuntimeError(f"cannot {what} while {self._machine.state.value}")
 
-    def _stop_arm(self) -> None:
-        """Issue the stop motion (with the lock held)."""
+    def _stop_arm(self) -> Exception | None:
+        """Issue the stop motion (with the lock held; nothing is logged here); returns the motion
+        error it recovered from, if any."""
         try:
             self._arm.stop()
         except self._arm.motion_errors as err:
-            log.warning("stop: %s; recovering", err)
             self._arm.recover()
+            return err
+        return None
 
     # --- motion gate ------------------------------------------------------------------
     def _issue(self, epoch: int, command: Callable, *args) -> None:
@@ -376,7 +382,7 @@ class FrankaExecutor:
     def _check_contact(self) -> None:
         if self._retreating:
             return
-        fz = float(self._arm.robot.state.O_F_ext_hat_K[2])
+        fz = float(self._arm.external_force()[2])
         if abs(fz) > self.contact.force_limit:
             raise _Contact(f"contact: |F_z| = {abs(fz):.1f} N > {self.contact.force_limit} N")
 

@@ -104,6 +104,10 @@ class FrankyArm:
             robot_time=s.time.to_sec(),
         )
 
+    def external_force(self) -> np.ndarray:
+        """(6,) estimated external wrench on the robot in the base frame (O_F_ext_hat_K)."""
+        return np.asarray(self.robot.state.O_F_ext_hat_K, float)
+
     def _affine(self, flange: Pose):
         return self.f.Affine(flange.position, Rotation.from_matrix(flange.rotation).as_quat())
 
