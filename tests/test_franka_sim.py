@@ -277,10 +277,12 @@ def test_close_joins_the_worker_before_letting_the_robot_go(sim_host):
     assert ex._arm is None
 
 
-def test_gripper_change_is_gated_by_position(executor):
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_gripper_change_is_gated_by_position(executor, strategy):
     """Close at step 4 of 8 (moving down 5 mm a step): the arm reaches step 4 and holds still
     while the fingers close, a newer chunk meanwhile is refused (`gripper_busy`) and does not
     cancel the close, then the chunk's remaining steps run."""
+    executor.strategy = strategy
     rows = step_rows(3, (0, 0, -0.005)) + [[0, 0, -0.005, 0, 0, 0, -1.0]] + step_rows(4, (0, 0, -0.005))
     chunk = make_chunk(executor, rows)
     samples, stop = [], threading.Event()

@@ -123,7 +123,6 @@ class ControllerNode(Node):
             compliance=Compliance(**compliance), contact=ContactSettings(**section("contact")))
         self.robot.add_state_listener(self._publish_state)
         self.robot.on_gripper_command = lambda command: self.gripper_pub.publish(Float64(data=float(command)))
-        self._publish_state(ControllerState.IDLE, "connecting")
 
         # Services live on side nodes with executors of their own, created before the first
         # home: e-stop and hold must answer while a home moves, and chunks keep flowing.
@@ -140,7 +139,9 @@ class ControllerNode(Node):
             f"connected to {p['robot_ip']} ({p['strategy']}, dynamics {p['relative_dynamics_factor']}); "
             f"TCP = franky end effector + {p['tcp_offset']:.3f} m along its z")
         if p["home_on_start"]:
-            self.robot.request_home()  # runs on the executor's worker; the services answer meanwhile
+            self.robot.request_home()  # runs on the executor's worker (HOMING); the services answer meanwhile
+        else:
+            self._publish_state(self.robot.state, "connected")
         self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10)
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
