@@ -140,7 +140,8 @@ def test_gripper_grasps_and_lifts_a_cube(new_loopback_host):
         ex.move_to(above)
         ex.move_to(Pose(cube_start, above.rotation))
         ex.submit(make_chunk(ex, step_rows(4, grip=-1.0)))
-        time.sleep(2.0)
+        wait_for(lambda: ex.gripper_command == -1.0 and ex.state == ControllerState.RUNNING, 10, "the close")
+        time.sleep(0.3)  # the fingers settle on the cube
         width = ex.read_state().gripper_width
         assert 0.035 < width < 0.045, f"fingers should stop on the 4 cm cube, width {width:.4f}"
         for _ in range(10):
@@ -151,8 +152,7 @@ def test_gripper_grasps_and_lifts_a_cube(new_loopback_host):
         assert lifted[2] - cube_start[2] >= 0.10, f"cube only rose {lifted[2] - cube_start[2]:.3f} m"
         assert np.linalg.norm(lifted - ex.read_state().ee.position) < 0.02, "cube is not between the fingers"
         ex.submit(make_chunk(ex, step_rows(2, grip=1.0)))
-        time.sleep(1.5)
-        assert ex.read_state().gripper_width > 0.07
+        wait_for(lambda: ex.read_state().gripper_width > 0.07, 10, "the gripper to open")
 
 
 def window_speed(t, x, window=0.02):

@@ -331,6 +331,18 @@ class FrankaExecutor:
         """Until the running motion ended (raises its motion error), contact, or `timeout`."""
         return self._wait(epoch, lambda: self._arm.join(0.0), timeout)
 
+    def _arrive(self, epoch: int, target: Pose, timeout: float) -> None:
+        """Until the motion to `target` ended (≤ timeout). If franky's planner fails as the motion
+        ends (-111, seen in franky-sim) with the arm already within 2 mm / 0.02 rad, that counts
+        as arrived (after recovering); any other error propagates."""
+        try:
+            self._wait_motion(epoch, timeout)
+        except self._arm.motion_errors as err:
+            if self._arm.is_robot_error(err) or not planner.reached(self.read_state().ee, target, 2e-3, 0.02):
+                raise
+            log.warning("motion planner failed at the gripper waypoint (%s); the arm is there, going on", err)
+            self._arm.recover()
+
     # --- worker -----------------------------------------------------------------------
     def _work(self) -> None:
         errors_in_a_row = 0
@@ -350,7 +362,8 @@ class FrankaExecutor:
                     self._run_chunk(chunk, epoch)
                 else:
                     self._supervise()
-                errors_in_a_row = 0
+                    continue
+                errors_in_a_row = 0  # a job went through
             except _Interrupted:
                 pass
             except _Contact as contact:
@@ -362,8 +375,10 @@ class FrankaExecutor:
                 log.warning("motion error (%d in a row): %s", errors_in_a_row, err)
                 if errors_in_a_row > self.max_recoveries:
                     self._fault("error recovery failed")
-                else:
+                elif self._arm.is_robot_error(err):
                     self._retreat(f"robot error: {err}")
+                else:
+                    self._hold_after_planner_error(err)
 
     def _watchdog(self) -> None:
         """No fresh chunk for hold_timeout: let the motion end at its (at rest) last target and hold."""
@@ -385,6 +400,19 @@ class FrankaExecutor:
         fz = float(self._arm.external_force()[2])
         if abs(fz) > self.contact.force_limit:
             raise _Contact(f"contact: |F_z| = {abs(fz):.1f} N > {self.contact.force_limit} N")
+
+    def _hold_after_planner_error(self, err: Exception) -> None:
+        """franky's trajectory planner failed (not the robot): recover and hold where the arm is;
+        the next chunk runs as usual."""
+        with self._lock:
+            if self._machine.state in (ControllerState.ESTOPPED, ControllerState.FAULT):
+                return
+            self._machine.interrupt(ControllerState.HOLDING, f"motion planner failed ({err})")
+            self._slot.clear()
+        try:
+            self._arm.recover()
+        except self._arm.motion_errors as again:
+            self._fault(f"recovery failed: {again}")
 
     def _fault(self, why: str) -> None:
         with self._lock:
@@ -499,16 +527,18 @@ class FrankaExecutor:
     def _move(self, epoch: int, path: tuple[Waypoint, ...], last: bool, gripper: bool) -> None:
         """Move along `path` by the strategy; when `gripper`, come to rest at its end first."""
         t = self.timing
+        here = self.read_state().ee
+        if all(planner.reached(here, w.pose, 1e-4, 1e-3) for w in path):
+            return  # already there: franky's planner fails on zero-length motions (-111)
         if self.strategy == Strategy.STREAMING:
-            setpoints = planner.streaming_setpoints(self.read_state().ee, path, self.clock(), self.tcp_offset)
+            setpoints = planner.streaming_setpoints(here, path, self.clock(), self.tcp_offset)
             self._issue(epoch, self._arm.move_through, setpoints)
             if gripper:
-                wait = max(0.0, (path[-1].stamp_ns - self.clock()) * 1e-9) + t.reach_timeout
-                self._wait_motion(epoch, wait)
+                self._arrive(epoch, path[-1].pose, max(0.0, (path[-1].stamp_ns - self.clock()) * 1e-9) + t.reach_timeout)
         elif self.strategy == Strategy.OFFICIAL_NONBLOCKING:
             self._issue(epoch, self._arm.move_to, path[-1].pose)
             if gripper:
-                self._wait_motion(epoch, 2.0)
+                self._arrive(epoch, path[-1].pose, 2.0)
         else:
             for w in path:
                 self._issue(epoch, self._arm.move_to, w.pose)
@@ -516,6 +546,6 @@ class FrankaExecutor:
                 self._wait(epoch, lambda: planner.reached(self.read_state().ee, w.pose, *t.step_tolerance), t.step_timeout)
             goal = path[-1].pose
             if gripper:
-                self._wait_motion(epoch, t.reach_timeout)
+                self._arrive(epoch, goal, t.reach_timeout)
             elif last:
                 self._wait(epoch, lambda: planner.reached(self.read_state().ee, goal, *t.settle_tolerance), t.settle_timeout)

@@ -133,6 +133,10 @@ class FrankyArm:
         """Wait for the running motion to end; raises a motion error if it ended in one."""
         return bool(self.robot.join_motion(timeout=timeout))
 
+    def is_robot_error(self, err: Exception) -> bool:
+        """A reflex or robot error (ControlException), as opposed to franky's own planner failing."""
+        return isinstance(err, self.f.ControlException)
+
     def poll(self) -> None:
         """Raise the running (or last) motion's error, if any."""
         self.robot.poll_motion()
