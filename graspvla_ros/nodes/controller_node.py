@@ -122,7 +122,7 @@ class ControllerNode(Node):
             max_recoveries=p["max_recoveries"], clock=lambda: self.get_clock().now().nanoseconds,
             compliance=Compliance(**compliance), contact=ContactSettings(**section("contact")))
         self.robot.add_state_listener(self._publish_state)
-        self.robot.on_gripper_command = lambda command: self.gripper_pub.publish(Float64(data=float(command)))
+        self.robot.on_gripper_command = self._publish_gripper_command
 
         # Services live on side nodes with executors of their own, created before the first
         # home: e-stop and hold must answer while a home moves, and chunks keep flowing.
@@ -179,8 +179,13 @@ class ControllerNode(Node):
         self.rejection_pub.publish(String(data=f"{reason}: {detail}"))
 
     def _publish_state(self, state: ControllerState, why: str) -> None:
-        self.state_pub.publish(String(data=state.value))
-        self.get_logger().info(f"state {state.value}: {why}")
+        if self.context.ok():  # the executor's notifier may still deliver during shutdown
+            self.state_pub.publish(String(data=state.value))
+            self.get_logger().info(f"state {state.value}: {why}")
+
+    def _publish_gripper_command(self, command: float) -> None:
+        if self.context.ok():
+            self.gripper_pub.publish(Float64(data=float(command)))
 
     def _publish_robot_state(self) -> None:
         s = self.robot.read_state()
