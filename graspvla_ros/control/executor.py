@@ -159,6 +159,10 @@ class FrankaExecutor:
             self._running = False
             self._machine.epoch += 1
             self._slot.wake()
+            home, self._home_job = self._home_job, None
+        if home is not None:
+            home.error = "the controller closed"
+            home.done.set()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             if self._worker.is_alive():
