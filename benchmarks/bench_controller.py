@@ -144,7 +144,7 @@ def run_streaming(ex: FrankaExecutor, path: ScriptedPath) -> dict:
 
 def run_blocking(ex: FrankaExecutor, path: ScriptedPath) -> dict:
     """The official blocking client (strategy official_blocking): observe, infer, execute the chunk,
-    convergence, then observe again; each chunk advances the script by its horizon."""
+    wait for 0.5 mm convergence, then observe again; each chunk advances the script by its horizon."""
     t0, elapsed, chunks, robot_t0 = ex.clock() * 1e-9, 0.0, 0, ex.read_state().robot_time
     while elapsed < path.duration:
         anchor = ex.read_state().ee
