@@ -346,3 +346,17 @@ def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
         assert ControllerState.FAULT not in states, states
         assert abs(ex.read_state().force[2]) < 15.0
         assert ex.read_state().ee.position[2] > 0.04, "the hand touched the floor (z ≈ 0) and should be 5 cm up"
+
+
+def test_streaming_with_a_tcp_offset_reaches_tcp_targets(sim_host):
+    """With the official +3 cm finger extensions the TCP, not the flange, follows the chunk,
+    also while the hand turns (the flange's velocity is corrected for the offset)."""
+    with FrankaExecutor(sim_host, tcp_offset=0.03, gripper=SIM_GRIPPER) as ex:
+        ex.home()
+        np.testing.assert_allclose(ex.read_state().ee.position, HOME_POSITION, atol=2e-3)
+        chunk = make_chunk(ex, [[0.004, 0.0, -0.003, 0.0, 0.0, 0.04, 0.0]] * 8)
+        ex.submit(chunk)
+        final = wait_still(ex).ee
+        assert final.translation_to(chunk.targets[-1].pose) < 2e-3
+        assert final.rotation_to(chunk.targets[-1].pose) < 0.01
+        assert ex.reflex_count == 0
