@@ -1,4 +1,5 @@
 """controller_node over real rclpy against franky-sim, started the way bringup starts it."""
+import dataclasses
 import threading
 import time
 
@@ -132,3 +133,20 @@ def test_gripper_command_is_latched_and_hold_stops_then_accepts_chunks(controlle
     _, held = listen.latest()
     send([[0, 0.004, 0, 0, 0, 0, 0]] * 4)
     wait_for(lambda: listen.latest()[1].position[1] > held.position[1] + 0.01, 10, "a chunk after hold to move the arm")
+
+
+def test_estop_answers_while_the_startup_home_runs(ros_node):
+    """The services exist before the first home starts: an e-stop called as soon as the
+    service appears is answered (the home at start is interrupted or already done) and latches."""
+    from conftest import franky_sim_process
+
+    states = []
+    ros_node.create_subscription(String, "/startup/controller/state", lambda m: states.append(m.data),
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    spec = dataclasses.replace(controller(**SIM_CONTROLLER), namespace="/startup")
+    with franky_sim_process() as host, Bringup([dataclasses.replace(spec, params={**spec.params, "robot_ip": host})]):
+        assert call(ros_node, "/startup/controller/estop").success
+        wait_for(lambda: states and states[-1] == "ESTOPPED", 10, "ESTOPPED")
+        assert call(ros_node, "/startup/controller/release").success
+        assert call(ros_node, "/startup/controller/home").success
+        wait_for(lambda: states[-1] == "IDLE", 10, "IDLE after home")
