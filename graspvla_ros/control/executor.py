@@ -146,8 +146,8 @@ class FrankaExecutor:
         self._arm = FrankyArm(self.host, realtime=self.realtime, dynamics_factor=self.dynamics_factor,
                               tcp_offset=self.tcp_offset, compliance=self.compliance, timeout=timeout)
         self._fingers = Fingers(self._arm.gripper)
+        # until the first command (home opens the gripper), assume the state the fingers show
         self._fingers.commanded = GRIPPER_OPEN if self._fingers.width >= self.gripper_settings.open_width / 2 else GRIPPER_CLOSE
-        self._machine.notify(self.on_gripper_command, self._fingers.commanded)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="franka-worker", daemon=True)
         self._worker.start()

@@ -140,8 +140,9 @@ class ControllerNode(Node):
             f"TCP = franky end effector + {p['tcp_offset']:.3f} m along its z")
         if p["home_on_start"]:
             self.robot.request_home()  # runs on the executor's worker (HOMING); the services answer meanwhile
-        else:
+        else:  # no home to open the gripper: announce the state the fingers show
             self._publish_state(self.robot.state, "connected")
+            self._publish_gripper_command(self.robot.gripper_command)
         self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10)
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
