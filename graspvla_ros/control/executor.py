@@ -507,8 +507,10 @@ class FrankaExecutor:
             return
         here = self.read_state().ee
         start = here
-        if self.strategy == Strategy.OFFICIAL_BLOCKING and self._last_commanded is not None:
-            start = self._last_commanded
+        last = self._last_commanded
+        if self.strategy == Strategy.OFFICIAL_BLOCKING and last is not None and planner.reached(
+                here, last, self.limits.max_step_translation, self.limits.max_step_rotation):
+            start = last  # chain from the last commanded target, unless the arm was moved away since
         waypoints = self.limits.clip(start, due)
         segments = planner.split_at_gripper(waypoints, self._fingers.commanded)
         for k, segment in enumerate(segments):
