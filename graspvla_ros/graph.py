@@ -149,6 +149,11 @@ def policy(**params: Any) -> NodeSpec:
 
 SIM_HOST = "127.0.0.1"
 SIM_BACKEND = "expert"
+# The controller's parameters in simulation: franky-sim's own hand (no finger extensions), and
+# grasps that squeeze: franky-sim drives the fingers to exactly the commanded width, so the
+# official grasp(0.04, ε ±0.04) would stop at 4 cm and never squeeze a 4 cm object.
+SIM_CONTROLLER = {"tcp_offset": 0.0, "gripper.grasp_width": 0.0, "gripper.grasp_speed": 0.1, "gripper.force": 35.0,
+                  "gripper.epsilon_inner": 0.005, "gripper.epsilon_outer": 0.08}
 
 # Topics a graph takes from outside (a person, the CLI, a test): no node of the graph publishes them.
 INPUTS = {
@@ -176,7 +181,7 @@ def sim_graph(**arguments: str) -> list[NodeSpec]:
     sim_time = {"use_sim_time": True}
     return [sim_world(host=SIM_HOST, **_given(arguments, camera_rate_hz=("sim_camera_rate_hz", float)), **sim_time),
             policy(**{"backend": SIM_BACKEND, **_policy_params(arguments), **sim_time}),
-            controller(robot_ip=SIM_HOST, **sim_time)]
+            controller(robot_ip=SIM_HOST, **SIM_CONTROLLER, **sim_time)]
 
 
 def robot_graph(**arguments: str) -> list[NodeSpec]:

@@ -6,7 +6,6 @@ relative to the pose before it and every target clamped into the workspace box.
 """
 from __future__ import annotations
 
-import enum
 import math
 import threading
 from collections import Counter
@@ -32,7 +31,7 @@ class SafetyLimits:
     workspace_max: tuple[float, float, float] = (0.8, 0.4, 0.6)
     max_step_translation: float = 0.02
     max_step_rotation: float = 0.05
-    max_chunk_age: float = 0.5
+    max_chunk_age: float = 1.0
     hold_timeout: float = 1.0
     frame_id: str = "base"
 
@@ -94,14 +93,6 @@ class SafetyLimits:
             pair = Rotation.from_matrix(np.stack([prev.rotation, target.rotation]))
             rotation = Slerp([0.0, 1.0], pair)(self.max_step_rotation / angle).as_matrix()
         return Pose(position, rotation)
-
-
-class ControllerState(str, enum.Enum):
-    IDLE = "IDLE"          # connected, no chunk yet
-    RUNNING = "RUNNING"    # executing chunks
-    HOLDING = "HOLDING"    # no fresh chunk for hold_timeout: finished the motion and holds
-    ESTOPPED = "ESTOPPED"  # latched stop: every chunk refused until release
-    FAULT = "FAULT"        # error recovery failed: needs an operator (~/recover)
 
 
 class RejectionLog:

@@ -1,4 +1,5 @@
 """controller_node over real rclpy against franky-sim, started the way bringup starts it."""
+import dataclasses
 import threading
 import time
 
@@ -7,14 +8,14 @@ import pytest
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.chunk import ActionChunk, Pose
-from graspvla_ros.graph import controller
+from graspvla_ros.graph import SIM_CONTROLLER, controller
 from graspvla_ros.nodes import chunk_msg
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -45,7 +46,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def controller_graph(sim_host):
-    with Bringup([controller(robot_ip=sim_host, **{"safety.hold_timeout": 0.6})]) as graph:
+    with Bringup([controller(robot_ip=sim_host, **SIM_CONTROLLER, **{"safety.hold_timeout": 0.6})]) as graph:
         yield graph
 
 
@@ -101,3 +102,51 @@ def test_bad_chunks_are_rejected_with_a_reason_and_estop_latches(controller_grap
     wait_for(lambda: any(r.startswith("estopped") for r in listen.rejections), 10, "the e-stop to refuse a chunk")
     assert call(ros_node, "/controller/release").success
     wait_for(lambda: listen.states[-1] == "IDLE", 10, "IDLE after release")
+
+
+def test_gripper_command_is_latched_and_hold_stops_then_accepts_chunks(controller_graph, ros_node):
+    """/graspvla/gripper_command: +1 once home opened the gripper, −1 after a close the chunk
+    carried; /controller/hold stops and holds, later chunks run again."""
+    listen = Listener(ros_node)
+    commands = []
+    ros_node.create_subscription(Float64, "/graspvla/gripper_command", lambda m: commands.append(m.data),
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    pub = ros_node.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+    wait_for(lambda: listen.poses, 30, "the controller's EE pose")
+    assert call(ros_node, "/controller/home").success
+    wait_for(lambda: commands and commands[-1] == 1.0, 10, "gripper_command +1 after home")
+    wait_for(lambda: pub.get_subscription_count() > 0, 10, "the controller to subscribe")
+
+    def send(rows):
+        _, anchor = listen.latest()
+        pub.publish(chunk_msg.encode(ActionChunk(ros_node.get_clock().now().nanoseconds, 0.1, "base",
+                                                 np.array(rows, float), anchor)))
+    send([[0, 0, -0.003, 0, 0, 0, 0], [0, 0, -0.003, 0, 0, 0, -1]] + [[0, 0, 0.003, 0, 0, 0, 0]] * 2)
+    wait_for(lambda: commands[-1] == -1.0, 15, "gripper_command -1 after the close")
+    wait_for(lambda: "GRIPPER" in listen.states, 10, "the GRIPPER state")
+
+    send([[0.004, 0, 0, 0, 0, 0, 0]] * 8)
+    time.sleep(0.2)
+    assert call(ros_node, "/controller/hold").success
+    wait_for(lambda: listen.states[-1] == "HOLDING", 10, "HOLDING after hold")
+    time.sleep(0.5)
+    _, held = listen.latest()
+    send([[0, 0.004, 0, 0, 0, 0, 0]] * 4)
+    wait_for(lambda: listen.latest()[1].position[1] > held.position[1] + 0.01, 10, "a chunk after hold to move the arm")
+
+
+def test_estop_answers_while_the_startup_home_runs(ros_node):
+    """The services exist before the first home starts: an e-stop called as soon as the
+    service appears is answered (the home at start is interrupted or already done) and latches."""
+    from conftest import franky_sim_process
+
+    states = []
+    ros_node.create_subscription(String, "/startup/controller/state", lambda m: states.append(m.data),
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    spec = dataclasses.replace(controller(**SIM_CONTROLLER), namespace="/startup")
+    with franky_sim_process() as host, Bringup([dataclasses.replace(spec, params={**spec.params, "robot_ip": host})]):
+        assert call(ros_node, "/startup/controller/estop").success
+        wait_for(lambda: states and states[-1] == "ESTOPPED", 10, "ESTOPPED")
+        assert call(ros_node, "/startup/controller/release").success
+        assert call(ros_node, "/startup/controller/home").success
+        wait_for(lambda: states[-1] == "IDLE", 10, "IDLE after home")

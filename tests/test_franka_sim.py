@@ -5,18 +5,21 @@ import time
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from graspvla_ros.chunk import ActionChunk, Pose
-from graspvla_ros.franka import HOME_POSITION, FrankaExecutor, Strategy
-from graspvla_ros.safety import ChunkRejected, ControllerState, SafetyLimits
+from graspvla_ros.control import HOME_POSITION, ControllerState, FrankaExecutor, GripperSettings, Strategy
+from graspvla_ros.graph import SIM_CONTROLLER
+from graspvla_ros.safety import ChunkRejected, SafetyLimits
 from graspvla_ros.sim.server import SimServer, add_cube
 
 pytestmark = pytest.mark.sim
 DT = 0.1
+SIM_GRIPPER = GripperSettings.from_params(SIM_CONTROLLER)
 
 
 @pytest.fixture
 def executor(sim_host):
-    with FrankaExecutor(sim_host, limits=SafetyLimits(hold_timeout=0.6)) as ex:
+    with FrankaExecutor(sim_host, limits=SafetyLimits(hold_timeout=0.6), gripper=SIM_GRIPPER) as ex:
         ex.home()
         yield ex
 
@@ -58,7 +61,7 @@ def test_each_strategy_reaches_the_final_target(executor, strategy):
     rows = [[0.004, -0.003, 0.002, 0.0, 0.0, 0.01, 0.0]] * 8
     chunk = make_chunk(executor, rows)
     executor.submit(chunk)
-    time.sleep(0.9 if strategy != Strategy.BLOCKING else 3.0)
+    time.sleep(0.9 if strategy != Strategy.OFFICIAL_BLOCKING else 3.0)
     final = wait_still(executor).ee
     assert final.translation_to(chunk.targets[-1].pose) < 2e-3
     assert final.rotation_to(chunk.targets[-1].pose) < 0.01
@@ -128,16 +131,17 @@ def test_workspace_box_holds(executor):
     assert z > executor.limits.workspace_max[2] - 5e-3
 
 
-def test_gripper_grasps_and_lifts_a_cube():
+def test_gripper_grasps_and_lifts_a_cube(new_loopback_host):
     """In-process sim, so the test can read where the cube really is."""
-    with SimServer("127.0.1.9", scene=add_cube) as sim, FrankaExecutor("127.0.1.9") as ex:
+    with SimServer(new_loopback_host(), scene=add_cube) as sim, FrankaExecutor(sim.host, gripper=SIM_GRIPPER) as ex:
         ex.home()
         cube_start = sim.body_position("cube")
         above = Pose.from_xyz_rpy((*cube_start[:2], 0.15), (-np.pi, 0.0, np.pi / 4))
         ex.move_to(above)
         ex.move_to(Pose(cube_start, above.rotation))
         ex.submit(make_chunk(ex, step_rows(4, grip=-1.0)))
-        time.sleep(2.0)
+        wait_for(lambda: ex.gripper_command == -1.0 and ex.state == ControllerState.RUNNING, 10, "the close")
+        time.sleep(0.3)  # the fingers settle on the cube
         width = ex.read_state().gripper_width
         assert 0.035 < width < 0.045, f"fingers should stop on the 4 cm cube, width {width:.4f}"
         for _ in range(10):
@@ -148,5 +152,211 @@ def test_gripper_grasps_and_lifts_a_cube():
         assert lifted[2] - cube_start[2] >= 0.10, f"cube only rose {lifted[2] - cube_start[2]:.3f} m"
         assert np.linalg.norm(lifted - ex.read_state().ee.position) < 0.02, "cube is not between the fingers"
         ex.submit(make_chunk(ex, step_rows(2, grip=1.0)))
-        time.sleep(1.5)
-        assert ex.read_state().gripper_width > 0.07
+        wait_for(lambda: ex.read_state().gripper_width > 0.07, 10, "the gripper to open")
+
+
+def window_speed(t, x, window=0.02):
+    """Max TCP speed (m/s) over `window`-long stretches of samples (robot clock), robust to
+    samples that share a robot-clock tick."""
+    speeds = [np.linalg.norm(x[j] - x[i]) / (t[j] - t[i])
+              for i in range(len(t)) for j in [np.searchsorted(t, t[i] + window)] if j < len(t)]
+    return max(speeds, default=0.0)
+
+
+class CommandLog:
+    """Wraps the executor's real franky adapter and records every motion command it issues;
+    `slow` s of delay inside each chunk motion widen the window an e-stop race needs."""
+
+    NAMES = ("move_through", "move_to", "stop")
+
+    def __init__(self, ex, slow=0.0):
+        self.commands, self.arm = [], ex._arm
+        arm = self.arm
+        for name in self.NAMES:
+            real = getattr(arm, name)
+
+            def record(*args, _real=real, _name=name):
+                if _name == "move_through":
+                    time.sleep(slow)
+                self.commands.append(_name)
+                return _real(*args)
+            setattr(arm, name, record)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Unwrap: the wrappers hold the adapter, which must be freed (disconnected) at close."""
+        for name in self.NAMES:
+            delattr(self.arm, name)
+
+
+def test_estop_is_the_last_motion_command(executor):
+    """Chunks keep arriving while the e-stop is called: once estop returns, no motion command
+    other than its stop reaches the robot, and the arm stays where it stopped."""
+    with CommandLog(executor, slow=0.05) as log:
+        estop_while_streaming(executor, log)
+
+
+def estop_while_streaming(executor, log):
+    stop = threading.Event()
+
+    def send():
+        while not stop.is_set():
+            try:
+                executor.submit(make_chunk(executor, step_rows(8, (0, 0.004, 0))))
+            except ChunkRejected:
+                pass
+            time.sleep(0.02)
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_for(lambda: log.commands.count("move_through") >= 3, 10, "streaming motions")
+    executor.estop()
+    after_estop = len(log.commands)
+    time.sleep(0.5)
+    stop.set()
+    sender.join()
+    assert log.commands[after_estop - 1] == "stop"
+    assert log.commands[after_estop:] == [], f"motion commands after the e-stop: {log.commands[after_estop:]}"
+    halted = wait_still(executor).ee.position
+    time.sleep(0.3)
+    np.testing.assert_allclose(executor.read_state().ee.position, halted, atol=1e-3)
+    executor.release()
+
+
+def test_homing_is_a_state_that_refuses_chunks_and_yields_to_estop(executor):
+    executor.move_to(Pose(np.add(HOME_POSITION, (0.1, 0.1, -0.1)), executor.read_state().ee.rotation))
+    job = executor.request_home()
+    assert executor.state == ControllerState.HOMING
+    with pytest.raises(ChunkRejected, match="homing"):
+        executor.submit(make_chunk(executor, step_rows(8, (0.003, 0, 0))))
+    executor.estop()
+    assert job.done.wait(10) and "interrupted" in job.error
+    assert executor.state == ControllerState.ESTOPPED
+    executor.release()
+    executor.home()
+    np.testing.assert_allclose(executor.read_state().ee.position, HOME_POSITION, atol=2e-3)
+
+
+def test_hold_stops_drops_the_chunk_and_accepts_later_ones(executor):
+    executor.submit(make_chunk(executor, step_rows(8, (0, 0, -0.006))))
+    time.sleep(0.2)
+    executor.hold()
+    assert executor.state == ControllerState.HOLDING
+    held = wait_still(executor).ee.position
+    assert held[2] > HOME_POSITION[2] - 0.04, "the dropped chunk went on"
+    executor.submit(make_chunk(executor, step_rows(4, (0.005, 0, 0))))
+    assert wait_still(executor).ee.position[0] > held[0] + 0.015
+
+
+def test_listeners_run_outside_the_lock(executor):
+    """A state listener may take the executor's lock (e.g. read its state): with listeners
+    called under the lock, it could not."""
+    took_lock = []
+
+    def listener(state, why):
+        took_lock.append(executor._lock.acquire(timeout=2.0))
+        if took_lock[-1]:
+            executor._lock.release()
+    executor.add_state_listener(listener)
+    executor.submit(make_chunk(executor, step_rows(4, (0.003, 0, 0))))
+    executor.estop()
+    executor.release()
+    executor.flush()
+    assert took_lock and all(took_lock)
+
+
+def test_close_joins_the_worker_before_letting_the_robot_go(sim_host):
+    ex = FrankaExecutor(sim_host, gripper=SIM_GRIPPER).connect()
+    ex.home()
+    ex.submit(make_chunk(ex, step_rows(8, (0, 0, -0.004)) + [[0, 0, 0, 0, 0, 0, -1.0]]))
+    wait_for(lambda: ex.state == ControllerState.GRIPPER, 5, "the gripper change to start")
+    worker = ex._worker
+    ex.close()
+    assert not worker.is_alive()
+    assert ex._arm is None
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_gripper_change_is_gated_by_position(executor, strategy):
+    """Close at step 4 of 8 (moving down 5 mm a step): the arm reaches step 4 and holds still
+    while the fingers close, a newer chunk meanwhile is refused (`gripper_busy`) and does not
+    cancel the close, then the chunk's remaining steps run."""
+    executor.strategy = strategy
+    rows = step_rows(3, (0, 0, -0.005)) + [[0, 0, -0.005, 0, 0, 0, -1.0]] + step_rows(4, (0, 0, -0.005))
+    chunk = make_chunk(executor, rows)
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            s = executor.read_state()
+            samples.append((s.robot_time, s.ee.position.copy(), s.gripper_width))
+            time.sleep(0.005)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    executor.submit(chunk)
+    wait_for(lambda: executor.state == ControllerState.GRIPPER, 5, "GRIPPER")
+    with pytest.raises(ChunkRejected, match="gripper_busy"):
+        executor.submit(make_chunk(executor, step_rows(8, (0.005, 0, 0), grip=1.0)))
+    wait_for(lambda: executor.gripper_command == -1.0 and executor.state == ControllerState.RUNNING, 10, "the close")
+    final = wait_still(executor).ee
+    stop.set()
+    sampler.join()
+    assert final.translation_to(chunk.targets[-1].pose) < 2e-3
+    t = np.array([s[0] for s in samples])
+    x = np.array([s[1] for s in samples])
+    width = np.array([s[2] for s in samples])
+    closing = np.flatnonzero(width < width[0] - 0.002)
+    assert closing.size, "the fingers never moved"
+    start = closing[0]
+    assert np.linalg.norm(x[start] - chunk.targets[3].pose.position) < 2e-3, "fingers started before the waypoint"
+    moving = np.flatnonzero((width > width[-1] + 2e-3) & (np.arange(len(width)) >= start))
+    speed = window_speed(t[moving], x[moving])
+    assert speed.max() < 0.005, f"arm moved at {speed.max() * 1e3:.1f} mm/s while the fingers closed"
+
+
+def test_a_gripper_change_on_an_overdue_step_still_happens(executor):
+    """Latency compensation drops steps already due, but never the gripper change they carry."""
+    rows = [[0, 0, 0, 0, 0, 0, -1.0]] + step_rows(7)
+    executor.submit(make_chunk(executor, rows, stamp=executor.clock() - 400_000_000))
+    wait_for(lambda: executor.gripper_command == -1.0, 10, "the overdue close")
+    wait_for(lambda: executor.state != ControllerState.GRIPPER, 10, "the close to finish")
+    assert executor.read_state().gripper_width < 0.01
+
+
+def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
+    """Chunks that drive the open hand 3 cm into the floor: the contact force (from MuJoCo's
+    contacts, sim.server.external_force) exceeds 15 N, the controller lifts 5 cm and goes IDLE."""
+    limits = SafetyLimits(workspace_min=(0.2, -0.4, -0.05), hold_timeout=0.6)
+    with FrankaExecutor(sim_host, limits=limits, gripper=SIM_GRIPPER) as ex:
+        ex.home()
+        rotation = ex.read_state().ee.rotation
+        ex.move_to(Pose(np.array([0.4, 0.2, 0.03]), rotation))
+        states = []
+        ex.add_state_listener(lambda state, why: states.append(state))
+        for _ in range(6):
+            try:
+                ex.submit(make_chunk(ex, step_rows(8, (0, 0, -0.005))))
+            except ChunkRejected:
+                break
+            time.sleep(0.3)
+        wait_for(lambda: ex.contact_count >= 1, 10, "the contact reaction")
+        wait_for(lambda: ex.state == ControllerState.IDLE, 15, "IDLE after the retreat")
+        ex.flush()
+        assert ControllerState.FAULT not in states, states
+        assert abs(ex.read_state().force[2]) < 15.0
+        assert ex.read_state().ee.position[2] > 0.04, "the hand touched the floor (z ≈ 0) and should be 5 cm up"
+
+
+def test_streaming_with_a_tcp_offset_reaches_tcp_targets(sim_host):
+    """With the official +3 cm finger extensions the TCP, not the flange, follows the chunk,
+    also while the hand turns (the flange's velocity is corrected for the offset)."""
+    with FrankaExecutor(sim_host, tcp_offset=0.03, gripper=SIM_GRIPPER) as ex:
+        ex.home()
+        np.testing.assert_allclose(ex.read_state().ee.position, HOME_POSITION, atol=2e-3)
+        chunk = make_chunk(ex, [[0.004, 0.0, -0.003, 0.0, 0.0, 0.04, 0.0]] * 8)
+        ex.submit(chunk)
+        final = wait_still(ex).ee
+        assert final.translation_to(chunk.targets[-1].pose) < 2e-3
+        assert final.rotation_to(chunk.targets[-1].pose) < 0.01
+        assert ex.reflex_count == 0

@@ -197,12 +197,14 @@ def test_grasp_success_when_the_arm_lifts_the_named_object(new_loopback_host):
     """The project's franky executor picks up the blue cylinder: held but not lifted is not a
     success, lifted 15 cm in the gripper is; the other objects never count."""
     from graspvla_ros.chunk import GRIPPER_CLOSE, ActionChunk, Pose
-    from graspvla_ros.franka import HOME_RPY, FrankaExecutor
+    from graspvla_ros.control import HOME_RPY, FrankaExecutor, GripperSettings
+    from graspvla_ros.graph import SIM_CONTROLLER
 
     from conftest import wait_for
 
     target = "blue cylinder"
-    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(world.server.host) as arm:
+    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(
+            world.server.host, gripper=GripperSettings.from_params(SIM_CONTROLLER)) as arm:
         arm.home()
         start = world.object_poses()[target][0]
         down = Pose.from_xyz_rpy(start, HOME_RPY).rotation

@@ -262,7 +262,7 @@ def run_move(args) -> int:
     import franky
 
     from graspvla_ros.calibration.nominal import load_nominal
-    from graspvla_ros.franka import explain_connection_error
+    from graspvla_ros.control import explain_connection_error
 
     if not 0 < args.speed <= 1:
         raise ValueError(f"--speed must be in (0, 1], got {args.speed}")

@@ -14,6 +14,8 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.chunk import Pose
@@ -44,6 +46,9 @@ class ScriptedChunksNode(Node):
         self._lock = threading.Lock()
         self._samples: list[tuple[float, Pose, str]] = []
         self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)
+        self._controller_state = ""
+        self.create_subscription(String, "/controller/state", lambda m: setattr(self, "_controller_state", m.data),
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.pub = self.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
         self.metrics = None
         self._worker = threading.Thread(target=self._run, name="scripted-chunks", daemon=True)
@@ -70,8 +75,9 @@ class ScriptedChunksNode(Node):
     def _run(self) -> None:
         try:
             self._wait(lambda: self._samples, "the TCP pose on /graspvla/ee_pose")
-            # the controller subscribes once it has homed the arm
             self._wait(lambda: self.pub.get_subscription_count() > 0, "a controller on /graspvla/action_chunk")
+            # the controller homes at start (state HOMING, chunks refused) and is IDLE once home
+            self._wait(lambda: self._controller_state == "IDLE", "the controller to be IDLE (homed)")
             time.sleep(0.5)
             _, start, frame = self._latest()
             path = square_path(start, self.p["side"], self.p["speed"], gripper_hold=self.p["gripper_hold"])

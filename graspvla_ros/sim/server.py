@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import mujoco
+import numpy as np
 from franky_sim import SimulationServer
 from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -41,6 +42,27 @@ def add_cube(worldbody: ET.Element, name: str = "cube", pos=(0.5, 0.0, CUBE_SIZE
     ET.SubElement(body, "geom", name=f"{name}_geom", type="box", size=f"{size / 2:g} {size / 2:g} {size / 2:g}",
                   rgba=rgba, mass="0.05", friction="1.5 0.01 0.001", condim="4")
     return body
+
+
+ROBOT_PREFIX = "robot0_"  # franky-sim names the first robot's bodies robot0_*
+
+
+def external_force(model: mujoco.MjModel, data: mujoco.MjData, prefix: str = ROBOT_PREFIX) -> tuple[float, ...]:
+    """The force (x, y, z, N, world frame; torques 0) that everything else exerts on the robot's
+    bodies through contacts: franky-sim reports no external force estimate (O_F_ext_hat_K is 0),
+    and the controller's contact reaction needs one."""
+    total = np.zeros(3)
+    wrench = np.zeros(6)
+    for i in range(data.ncon):
+        contact = data.contact[i]
+        robot1 = model.body(model.geom_bodyid[contact.geom1]).name.startswith(prefix)
+        robot2 = model.body(model.geom_bodyid[contact.geom2]).name.startswith(prefix)
+        if robot1 == robot2:
+            continue
+        mujoco.mj_contactForce(model, data, i, wrench)
+        on_geom2 = contact.frame.reshape(3, 3).T @ wrench[:3]  # what geom1 exerts on geom2, world frame
+        total += on_geom2 if robot2 else -on_geom2
+    return (*total.tolist(), 0.0, 0.0, 0.0)
 
 
 class _LockedSimulationServer(SimulationServer):
@@ -91,6 +113,9 @@ class SimServer:
 
     def start(self, timeout: float = 10.0) -> SimServer:
         self._server.init()
+        for rs in self._server.robot_servers:  # state sent to franky, with the contact force filled in
+            rs._get_state_bytes = lambda rs=rs: rs.robot_state.replace(
+                O_F_ext_hat_K=external_force(self.model, self.data)).pack_state()
         self._server.run_async(self.realtime)
         self._started = True
         deadline = time.monotonic() + timeout

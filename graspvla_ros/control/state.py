@@ -1,0 +1,93 @@
+"""The controller's state machine and the one lock that guards it.
+
+Invariants:
+- the state, the motion epoch and every robot motion command change under `lock` (the
+  executor issues every franky motion under it, after checking its epoch is current), so once
+  `estop` has returned, no motion other than its stop reaches the robot;
+- listeners never run under the lock: transitions are queued and delivered in order on a
+  notifier thread, so a slow subscriber (state publishing, logging) cannot stall the arm.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class ControllerState(str, enum.Enum):
+    IDLE = "IDLE"          # connected, at rest, no chunk yet (also after a contact retreat: start a new history)
+    RUNNING = "RUNNING"    # executing chunks
+    HOLDING = "HOLDING"    # no fresh chunk for hold_timeout, `hold` called, or retreating from contact: holds a pose
+    HOMING = "HOMING"      # opening the gripper and moving to the reset pose: chunks refused
+    GRIPPER = "GRIPPER"    # a gripper change is under way (arm going to its waypoint, held while the fingers move)
+    ESTOPPED = "ESTOPPED"  # latched stop: every chunk refused until release
+    FAULT = "FAULT"        # error recovery failed: needs an operator (~/recover)
+
+
+# States that refuse chunks, with the rejection reason.
+REFUSING = {ControllerState.HOMING: "homing", ControllerState.GRIPPER: "gripper_busy",
+            ControllerState.ESTOPPED: "estopped", ControllerState.FAULT: "fault"}
+# States in which the worker may command motion for a chunk.
+MOVING = (ControllerState.IDLE, ControllerState.RUNNING, ControllerState.HOLDING, ControllerState.GRIPPER)
+
+Listener = Callable[[ControllerState, str], None]
+
+
+class StateMachine:
+    """Current state + epoch under one lock; `epoch` counts interruptions (e-stop, hold, home,
+    contact), so work started under an older epoch knows it was overtaken."""
+
+    def __init__(self, initial: ControllerState = ControllerState.IDLE):
+        self.lock = threading.Lock()
+        self.state = initial
+        self.epoch = 0
+        self.listeners: list[Listener] = []
+        self._events: queue.Queue[tuple[Callable[..., None], tuple] | None] = queue.Queue()
+        self._notifier = threading.Thread(target=self._notify_loop, name="controller-state", daemon=True)
+        self._notifier.start()
+
+    def set(self, state: ControllerState, why: str) -> None:
+        """Change state (call with `lock` held); listeners hear of it later, in order."""
+        if state != self.state:
+            self.state = state
+            self.notify(self._announce, state, why)
+
+    def interrupt(self, state: ControllerState, why: str) -> int:
+        """Change state and start a new epoch (call with `lock` held); returns the new epoch."""
+        self.epoch += 1
+        self.set(state, why)
+        return self.epoch
+
+    def current(self, epoch: int) -> bool:
+        return epoch == self.epoch
+
+    def notify(self, fn: Callable[..., None], *args) -> None:
+        """Run `fn(*args)` on the notifier thread, after everything queued before it."""
+        self._events.put((fn, args))
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait until everything queued so far was delivered (tests, shutdown)."""
+        done = threading.Event()
+        self.notify(done.set)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self._events.put(None)
+        self._notifier.join(timeout=2.0)
+
+    def _announce(self, state: ControllerState, why: str) -> None:
+        log.info("controller %s (%s)", state.value, why)
+        for listener in list(self.listeners):
+            listener(state, why)
+
+    def _notify_loop(self) -> None:
+        while (event := self._events.get()) is not None:
+            fn, args = event
+            try:
+                fn(*args)
+            except Exception:  # a broken listener must not stop the others or the arm
+                log.exception("controller listener failed")

@@ -1,0 +1,29 @@
+"""Pose and stamp ↔ ROS message conversions (one place; the chunk encoding is in chunk_msg)."""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+
+from graspvla_ros.chunk import Pose
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def pose_to_msg(pose: Pose, frame_id: str, stamp_ns: int) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, pose.position)
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = map(float, pose.quat_xyzw)
+    return msg
+
+
+def msg_to_pose(msg: PoseStamped) -> Pose:
+    p, q = msg.pose.position, msg.pose.orientation
+    return Pose.from_xyz_quat((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
