@@ -10,6 +10,7 @@ NODES = {
     "scripted_chunks_node": "graspvla_ros.nodes.scripted_chunks_node:main",
     "camera_node": "graspvla_ros.nodes.camera_node:main",
     "sim_world_node": "graspvla_ros.nodes.sim_world_node:main",
+    "policy_node": "graspvla_ros.nodes.policy_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",

@@ -25,6 +25,7 @@ TABLES = (
     "graspvla_ros.nodes.camera_node",
     "graspvla_ros.nodes.sim_world_node",
     "graspvla_ros.nodes.scripted_chunks_node",
+    "graspvla_ros.nodes.policy_node",
 )
 
 

@@ -57,6 +57,7 @@ class Frame:
     stamp_ns: int
     rgb: np.ndarray
     crop: CropWindow | None = None
+    received_ns: int = 0          # when it arrived (for the cycle timings)
 
 
 def pick_pair(fronts, sides, now_ns: int, max_skew_s: float, max_age_s: float) -> tuple[Frame, Frame]:
@@ -183,15 +184,27 @@ class Observation:
     extra: dict = field(default_factory=dict)
 
 
+def proprio_rows(stamp_ns: int, poses: PoseHistory, gripper: GripperHistory, episode_start_ns: int,
+                 lookback_s: float = LOOKBACK_S) -> tuple[np.ndarray, Pose]:
+    """(4, 7) [prev, prev, prev, current] rows for images exposed at `stamp_ns`, and the
+    current pose (the chunk's anchor)."""
+    current = poses.at(stamp_ns)
+    cur_row = proprio_row(current, gripper.at(stamp_ns))
+    prev_stamp = stamp_ns - int(lookback_s * 1e9)
+    prev_row = cur_row if prev_stamp < episode_start_ns else proprio_row(poses.at(prev_stamp), gripper.at(prev_stamp))
+    return np.stack([prev_row] * (PROPRIO_ROWS - 1) + [cur_row]), current
+
+
 def build_observation(front: Frame, side: Frame, poses: PoseHistory, gripper: GripperHistory,
                       instruction: str, target: str, episode_start_ns: int, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
                       lookback_s: float = LOOKBACK_S, episode: int = 0) -> Observation:
     """The observation for a synchronised pair (front's stamp is the exposure time)."""
-    stamp = front.stamp_ns
-    current = poses.at(stamp)
-    cur_row = proprio_row(current, gripper.at(stamp))
-    prev_stamp = stamp - int(lookback_s * 1e9)
-    prev_row = cur_row if prev_stamp < episode_start_ns else proprio_row(poses.at(prev_stamp), gripper.at(prev_stamp))
-    rows = np.stack([prev_row] * (PROPRIO_ROWS - 1) + [cur_row])
-    return Observation(stamp, instruction, target, client_image(front.rgb, front.crop, jpeg_quality),
-                       client_image(side.rgb, side.crop, jpeg_quality), rows, current, cur_row[6], episode)
+    rows, anchor = proprio_rows(front.stamp_ns, poses, gripper, episode_start_ns, lookback_s)
+    return observation_from(front, side, rows, anchor, instruction, target, jpeg_quality, episode)
+
+
+def observation_from(front: Frame, side: Frame, rows: np.ndarray, anchor: Pose, instruction: str, target: str,
+                     jpeg_quality: int = DEFAULT_JPEG_QUALITY, episode: int = 0) -> Observation:
+    """The images' part (crop, resize, JPEG: the slow part) around already computed proprio rows."""
+    return Observation(front.stamp_ns, instruction, target, client_image(front.rgb, front.crop, jpeg_quality),
+                       client_image(side.rgb, side.crop, jpeg_quality), rows, anchor, float(rows[-1, 6]), episode)
