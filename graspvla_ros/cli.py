@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMANDS = (
     "graspvla_ros.model.cli",
+    "graspvla_ros.cli_commands",
 )
 
 

@@ -200,3 +200,10 @@ def test_expert_skips_unknown_objects():
         _expert({"red cube": (np.zeros(3), np.array([1.0, 0, 0, 0]))}).infer(
             _obs(Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY), target="violet teapot"))
     assert e.value.reason == "unknown_object"
+
+
+def test_expert_opens_a_gripper_closed_elsewhere_before_approaching():
+    cube = (np.array([0.5, 0.0, 0.02]), np.array([1.0, 0, 0, 0]))
+    out = _expert({"red cube": cube}).infer(_obs(Pose.from_xyz_rpy((0.4, 0.2, 0.2), HOME_RPY), GRIPPER_CLOSE,
+                                                 target="red cube"))
+    assert GRIPPER_OPEN in out.waypoints[:, 6] and np.abs(out.waypoints[:, :3]).max() < 1e-9

@@ -201,6 +201,7 @@ class PolicyNode(Node):
             log.warning(f"instruction refused ({command.reason}): {command.detail}")
             self._publish_status(f"refused {command.reason}: {command.detail}")
             return
+        ended = None
         with self._lock:
             old = self._episode
             if old is not None:
@@ -208,13 +209,15 @@ class PolicyNode(Node):
                     "stopped" if isinstance(command, episodes.Stop) else "homed")
                 if old.end(phase, f"instruction {msg.data!r}"):
                     log.info(f"episode {old.id} {phase}: {old.reason}")
+                    ended = old.status()
             if isinstance(command, episodes.Pick):
                 self._episode_count += 1
                 self._episode = episodes.Episode(self._episode_count, command.target, command.task, self._now(),
                                                  self.p["episode_timeout"], self.p["lift_success"])
-                self._last_pair = None
                 self.backend.reset()
                 self._wake.notify_all()
+        if ended is not None and isinstance(command, episodes.Pick):
+            self._publish(ended)  # every end is on the status topic, also the replaced episode's
         if isinstance(command, episodes.Home):
             self._call(self.home_client, "home")
         else:
@@ -283,7 +286,9 @@ class PolicyNode(Node):
             fronts = [f for f in self._frames["front"] if f.stamp_ns > last_front]
             sides = [f for f in self._frames["side"] if f.stamp_ns > last_side]
             if self._last_pair and not (fronts and sides):
-                raise Skip("no_new_images", "waiting for the next view pair")
+                waited = (now - max(self._last_pair)) / 1e9
+                raise Skip("no_new_images" if waited < 2.0 else "cameras_stalled",
+                           f"no new view pair for {waited:.1f} s")
             front, side = pick_pair(fronts, sides, now, p["max_view_skew"], p["max_image_age"])
             rows, anchor = proprio_rows(front.stamp_ns, self._poses, self._gripper, ep.start_ns, p["proprio_lookback"])
             self._last_pair = (front.stamp_ns, side.stamp_ns)
@@ -340,8 +345,10 @@ class PolicyNode(Node):
                                                          "phase": "idle", "reason": "", "cycles": 0}
         if reason:
             status["reason"] = reason
-        status["backend"] = self.p["backend"]
-        self.status_pub.publish(String(data=json.dumps(status)))
+        self._publish(status)
+
+    def _publish(self, status: dict) -> None:
+        self.status_pub.publish(String(data=json.dumps({**status, "backend": self.p["backend"]})))
 
     def _publish_diagnostics(self) -> None:
         with self._lock:

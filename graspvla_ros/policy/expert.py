@@ -36,7 +36,7 @@ GroundTruth = Callable[[], "dict[str, tuple[np.ndarray, np.ndarray]] | None"]
 @dataclass(frozen=True)
 class ExpertSettings:
     approach_height: float = 0.10     # m above the object's centre before descending
-    lift: float = 0.15                # m lifted after the fingers closed
+    lift: float = 0.20                # m lifted after the fingers closed
     min_tcp_height: float = 0.012     # m, the fingertips stay off the table
     grasp_below_centre: float = 0.005  # m, TCP below the object's centre when closing
     max_step: float = 0.02            # m per action (0.01 per waypoint)
@@ -46,6 +46,7 @@ class ExpertSettings:
     close_tolerance: float = 0.006    # m, close when the TCP is this close to the grasp point
     close_rotation: float = 0.08      # rad
     finger_time: float = 1.2          # s between commanding the close and lifting
+    release_xy: float = 0.03          # m, a closed gripper this far from the object opens first
 
 
 OPEN_RAW, CLOSE_RAW = 1.0, 0.0  # raw action gripper values (model space: < 0.4 close, > 0.6 open)
@@ -110,6 +111,9 @@ class ExpertBackend:
     def plan(self, obs: Observation, grasp: Pose) -> np.ndarray:
         """Four raw actions from the anchor towards the phase's goal."""
         here = obs.anchor
+        holding_elsewhere = float(np.linalg.norm(here.position[:2] - grasp.position[:2])) > self.s.release_xy
+        if obs.gripper == GRIPPER_CLOSE and holding_elsewhere and self._closed_at_ns is None:
+            return self._towards(here, here, OPEN_RAW)  # closed on something else: open first
         if obs.gripper == GRIPPER_CLOSE:
             if self._closed_at_ns is None:
                 self._closed_at_ns, self._lift_from = obs.stamp_ns, here.position.copy()
