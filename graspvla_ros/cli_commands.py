@@ -2,6 +2,7 @@
 
     graspvla say "pick up the red cube"   # a new episode (or "stop", "home")
     graspvla stop | home | estop | release | status
+    graspvla demo [--backend graspvla --tiny]  # make demo
 
 Every command waits at most ``--timeout`` s for the stack to appear and says so when nothing
 answers, instead of hanging. Run them where the stack runs (inside `scripts/isolated` here).
@@ -91,8 +92,14 @@ def _say(session: _Session, text: str, timeout: float) -> int | None:
         return None
     _wait(lambda: statuses, 1.0)  # the latched status first, so the answer is the next one
     seen = len(statuses)
-    pub.publish(String(data=text))
-    if not _wait(lambda: len(statuses) > seen, timeout):
+    # The publisher can see the policy's subscription before that subscription has matched the
+    # publisher (DDS discovery runs both ways): a message sent then is lost, so send it again
+    # when no answer comes.
+    for attempt in range(2):
+        pub.publish(String(data=text))
+        if _wait(lambda: len(statuses) > seen, timeout / 2):
+            break
+    else:
         print(f"sent {text!r}; the policy did not answer on {STATUS} within {timeout:g} s")
         return 1
     status = json.loads(statuses[seen].data)
@@ -162,3 +169,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add("estop", "latched stop of the arm (controller)", _trigger("estop"))
     add("release", "release the e-stop (controller)", _trigger("release"))
     add("status", "the policy's status and the controller's state", _cmd_status)
+    demo = sub.add_parser("demo", help="the whole stack in simulation grasps 3 objects on request (make demo)")
+    demo.add_argument("--backend", choices=("expert", "graspvla"), default="expert")
+    demo.add_argument("--tiny", action="store_true", help="graspvla backend on a tiny random checkpoint")
+    demo.add_argument("--runtime", default="torch", help="graspvla backend runtime (torch, onnxruntime)")
+    demo.set_defaults(run=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from graspvla_ros.demo import main
+
+    return main(["--backend", args.backend, "--runtime", args.runtime, *(["--tiny"] if args.tiny else [])])
