@@ -155,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, name in enumerate(episode_objects(args.episodes)):
                 client.call("/controller/home", 120)
                 ok, seed_msg = client.call("sim/reset_objects")
+                time.sleep(2.5 / DEMO_CAMERA_RATE_HZ)  # views of the new layout reach the policy first
                 client.target_pub.publish(client.String(data=name))
                 with client.lock:
                     for v in client.views.values():

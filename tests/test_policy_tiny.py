@@ -71,6 +71,9 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
         for c in chunks:
             assert c.rows.shape == (8, 7) and np.isfinite(c.rows).all() and c.frame_id == "base"
             assert set(c.rows[:, 6]) <= {-1.0, 0.0, 1.0} and c.anchor_gripper in (-1.0, 1.0)
+        anchored = [c for c in chunks if poses.oldest_ns is not None and c.stamp_ns >= poses.oldest_ns]
+        assert len(anchored) >= CYCLES - 2
+        for c in anchored:
             assert c.anchor.translation_to(poses.at(c.stamp_ns)) < 1.5e-3
         timings = [json.loads(m.data) for m in got["timings"]]
         assert len(timings) >= CYCLES - 1

@@ -34,7 +34,8 @@ from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.backend import create
 from graspvla_ros.policy.observation import (Frame, GripperHistory, PoseHistory, Skip, observation_from, pick_pair,
                                              proprio_rows)
-from graspvla_ros.preprocess import CLIENT_SIZE, MODEL_SIZE, ImageError, crop_from_camera_info, image_from_msg
+from graspvla_ros.preprocess import (CLIENT_SIZE, MODEL_SIZE, CropWindow, ImageError, crop_from_camera_info,
+                                     image_from_msg)
 
 CONFIG = 'policy.yaml'
 PARAMS = (
@@ -87,7 +88,8 @@ class PolicyNode(Node):
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._frames = {v: deque(maxlen=4) for v in VIEWS}
-        self._crops: dict[str, tuple] = {}
+        self._crops: dict[str, CropWindow] = {}
+        self._crop_keys: dict[str, tuple] = {}
         self._poses = PoseHistory()
         self._gripper = GripperHistory()
         self._controller_gripper_seen = False
@@ -159,17 +161,17 @@ class PolicyNode(Node):
             self._wake.notify_all()
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
+        """The crop window, recomputed only when the intrinsics change."""
         key = (tuple(msg.k), msg.width, msg.height)
-        with self._lock:
-            if self._crops.get(view + "_key") == key:
-                return
+        if self._crop_keys.get(view) == key:
+            return
         try:
             crop = crop_from_camera_info(msg)
         except ValueError as err:
             self._skip("bad_camera", f"{view}: {err}")
             return
         with self._lock:
-            self._crops[view], self._crops[view + "_key"] = crop, key
+            self._crops[view], self._crop_keys[view] = crop, key
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:

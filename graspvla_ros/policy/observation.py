@@ -107,6 +107,10 @@ class PoseHistory:
             self._poses.popleft()
 
     @property
+    def oldest_ns(self) -> int | None:
+        return self._stamps[0] if self._stamps else None
+
+    @property
     def newest(self) -> tuple[int, Pose] | None:
         return (self._stamps[-1], self._poses[-1]) if self._stamps else None
 
