@@ -130,8 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="graspvla backend on a tiny random checkpoint")
     ap.add_argument("--runtime", default="torch", help="graspvla backend runtime (torch, onnxruntime)")
     ap.add_argument("--episodes", type=int, default=EPISODES)
-    ap.add_argument("--timeout", type=float, default=90.0, help="s per episode")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="s per episode (default 90; 20 with --tiny, whose random weights never grasp)")
     args = ap.parse_args(argv)
+    if args.timeout is None:
+        args.timeout = 20.0 if args.tiny else 90.0
     if args.backend == "graspvla" and not args.tiny:
         ap.error("the demo has no checkpoint: use --backend graspvla --tiny")
     run_dir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
