@@ -13,6 +13,7 @@ NODES = {
     "calibration_node": "graspvla_ros.nodes.calibration_node:main",
     "recorder_node": "graspvla_ros.nodes.recorder_node:main",
     "player_node": "graspvla_ros.nodes.player_node:main",
+    "policy_node": "graspvla_ros.nodes.policy_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",

@@ -16,6 +16,7 @@ COMMANDS = (
     "graspvla_ros.model.cli",
     "graspvla_ros.calibration.cli",
     "graspvla_ros.bag.cli",
+    "graspvla_ros.cli_commands",
 )
 
 

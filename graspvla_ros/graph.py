@@ -113,6 +113,17 @@ def scripted_chunks(**params: Any) -> NodeSpec:
     )
 
 
+def policy(**params: Any) -> NodeSpec:
+    """The policy: GraspVLA (backend `graspvla`) or the simulation's expert on the two cameras."""
+    return NodeSpec(
+        name="policy",
+        executable="policy_node",
+        module="graspvla_ros.nodes.policy_node",
+        params_files=("policy.yaml",),
+        params=params,
+    )
+
+
 def camera(name: str, **params: Any) -> NodeSpec:
     """One RealSense colour camera ("front" or "side"); set `serial` per camera on the robot."""
     return NodeSpec(

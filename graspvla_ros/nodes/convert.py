@@ -8,11 +8,13 @@ from graspvla_ros.chunk import Pose
 
 
 def stamp_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time → integer nanoseconds."""
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def ns_to_stamp(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def pose_to_msg(pose: Pose, frame_id: str, stamp_ns: int) -> PoseStamped:
@@ -24,6 +26,7 @@ def pose_to_msg(pose: Pose, frame_id: str, stamp_ns: int) -> PoseStamped:
     return msg
 
 
-def msg_to_pose(msg: PoseStamped) -> Pose:
-    p, q = msg.pose.position, msg.pose.orientation
+def pose_from_msg(pose) -> Pose:
+    """geometry_msgs/Pose → Pose."""
+    p, q = pose.position, pose.orientation
     return Pose.from_xyz_quat((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))

@@ -28,6 +28,7 @@ TABLES = (
     "graspvla_ros.nodes.calibration_node",
     "graspvla_ros.nodes.recorder_node",
     "graspvla_ros.nodes.player_node",
+    "graspvla_ros.nodes.policy_node",
 )
 
 

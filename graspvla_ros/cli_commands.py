@@ -1,0 +1,182 @@
+"""Operator commands of the ``graspvla`` CLI: talk to a running stack as short-lived ROS nodes.
+
+    graspvla say "pick up the red cube"   # a new episode (or "stop", "home")
+    graspvla stop | home | estop | release | status
+    graspvla demo [--backend graspvla --tiny]  # make demo
+
+Every command waits at most ``--timeout`` s for the stack to appear and says so when nothing
+answers, instead of hanging. Run them where the stack runs (inside `scripts/isolated` here).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+
+INSTRUCTION = "/graspvla/instruction"
+STATUS = "/graspvla/status"
+CONTROLLER = "/controller"
+DEFAULT_TIMEOUT = 5.0
+
+
+class _Session:
+    """One rclpy node spun on a background thread for the life of a command."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"graspvla_cli_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=5)
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+    def latched(self, msg_type, topic: str, depth: int = 20) -> list:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        got: list = []
+        qos = QoSProfile(depth=depth, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def trigger(self, name: str, timeout: float, call_timeout: float) -> int:
+        """Call the Trigger service `name`; 0 on success, 1 otherwise, with a message."""
+        from std_srvs.srv import Trigger
+
+        client = self.node.create_client(Trigger, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            print(f"no controller is running: {name} did not appear within {timeout:g} s")
+            return 1
+        future = client.call_async(Trigger.Request())
+        if not _wait(lambda: future.done(), call_timeout):
+            print(f"{name}: no answer within {call_timeout:g} s")
+            return 1
+        reply = future.result()
+        print(f"{name}: {reply.message}")
+        return 0 if reply.success else 1
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def _say(session: _Session, text: str, timeout: float) -> int | None:
+    """Publish an instruction to the policy and print the status it answers with; None when no
+    policy listens."""
+    from std_msgs.msg import String
+
+    statuses = session.latched(String, STATUS)
+    pub = session.node.create_publisher(String, INSTRUCTION, 10)
+    if not _wait(lambda: pub.get_subscription_count() > 0, timeout):
+        return None
+    _wait(lambda: statuses, 1.0)  # the latched status first, so the answer is the next one
+    seen = len(statuses)
+    # The publisher can see the policy's subscription before that subscription has matched the
+    # publisher (DDS discovery runs both ways): a message sent then is lost, so send it again
+    # when no answer comes.
+    for attempt in range(2):
+        pub.publish(String(data=text))
+        if _wait(lambda: len(statuses) > seen, timeout / 2):
+            break
+    else:
+        print(f"sent {text!r}; the policy did not answer on {STATUS} within {timeout:g} s")
+        return 1
+    status = json.loads(statuses[seen].data)
+    print(json.dumps(status))
+    return 1 if status.get("reason", "").startswith("refused") else 0
+
+
+def _no_policy(timeout: float) -> int:
+    print(f"no policy is running: nothing subscribes to {INSTRUCTION} within {timeout:g} s "
+          "(start the stack, e.g. `python -m graspvla_ros.bringup sim`)")
+    return 1
+
+
+def _cmd_say(args) -> int:
+    with _Session() as s:
+        code = _say(s, args.text, args.timeout)
+        return _no_policy(args.timeout) if code is None else code
+
+
+def _cmd_stop(args) -> int:
+    """"stop" through the policy (ends its episode and holds); without a policy, hold directly."""
+    with _Session() as s:
+        code = _say(s, "stop", args.timeout)
+        return s.trigger(f"{CONTROLLER}/hold", args.timeout, args.timeout) if code is None else code
+
+
+def _cmd_home(args) -> int:
+    with _Session() as s:
+        code = _say(s, "home", args.timeout)
+        return s.trigger(f"{CONTROLLER}/home", args.timeout, 60.0) if code is None else code
+
+
+def _trigger(name: str):
+    def run(args) -> int:
+        with _Session() as s:
+            return s.trigger(f"{CONTROLLER}/{name}", args.timeout, args.timeout)
+    return run
+
+
+def _cmd_status(args) -> int:
+    from std_msgs.msg import String
+
+    with _Session() as s:
+        status, state = s.latched(String, STATUS), s.latched(String, f"{CONTROLLER}/state")
+        _wait(lambda: status and state, args.timeout)
+        if not status and not state:
+            print(f"no stack is running: nothing on {STATUS} or {CONTROLLER}/state within {args.timeout:g} s")
+            return 1
+        print(f"policy: {status[-1].data if status else 'not running'}")
+        print(f"controller: {state[-1].data if state else 'not running'}")
+        return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The operator's subcommands of `graspvla` (graspvla_ros.cli)."""
+    def add(name: str, help: str, run) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                       help=f"s to wait for the stack to answer (default {DEFAULT_TIMEOUT:g})")
+        p.set_defaults(run=run)
+        return p
+
+    add("say", 'send an instruction: "pick up the red cube", a bare object name, "stop" or "home"',
+        _cmd_say).add_argument("text")
+    add("stop", "end the episode and hold the arm", _cmd_stop)
+    add("home", "end the episode and move the arm home", _cmd_home)
+    add("estop", "latched stop of the arm (controller)", _trigger("estop"))
+    add("release", "release the e-stop (controller)", _trigger("release"))
+    add("status", "the policy's status and the controller's state", _cmd_status)
+    demo = sub.add_parser("demo", help="the whole stack in simulation grasps 3 objects on request (make demo)")
+    demo.add_argument("--backend", choices=("expert", "graspvla"), default="expert")
+    demo.add_argument("--tiny", action="store_true", help="graspvla backend on a tiny random checkpoint")
+    demo.add_argument("--runtime", default="torch", help="graspvla backend runtime (torch, onnxruntime)")
+    demo.set_defaults(run=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from graspvla_ros.demo import main
+
+    return main(["--backend", args.backend, "--runtime", args.runtime, *(["--tiny"] if args.tiny else [])])

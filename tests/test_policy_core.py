@@ -1,0 +1,209 @@
+"""The policy's pure core: observations as the official client builds them, view-pair sync,
+instructions and episodes, the expert's GraspVLA-format answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_OPEN, Pose
+from graspvla_ros.franka import HOME_POSITION, HOME_RPY
+from graspvla_ros.model.generate import split_actions, quantize_gripper
+from graspvla_ros.policy import episode
+from graspvla_ros.policy.backend import postprocess
+from graspvla_ros.policy.observation import (Frame, GripperHistory, PoseHistory, Skip, build_observation,
+                                             client_image, jpeg_roundtrip, pick_pair)
+from graspvla_ros.preprocess import client_view
+
+MS = 1_000_000
+
+
+def _moving_history(t0=10_000 * MS, n=400, period_ms=5):
+    """A TCP moving +x at 0.1 m/s and yawing at 0.5 rad/s, sampled every 5 ms (the 200 Hz stream)."""
+    h = PoseHistory(span_s=5.0)
+    for i in range(n):
+        t = i * period_ms / 1000
+        h.add(t0 + i * period_ms * MS, Pose.from_xyz_rpy((0.4 + 0.1 * t, 0.0, 0.3), (-math.pi, 0.0, 0.5 * t)))
+    return h, t0
+
+
+def test_pose_history_interpolates_between_samples_and_refuses_outside():
+    h, t0 = _moving_history()
+    p = h.at(t0 + 1002 * MS + 500_000)   # between the samples at 1000 and 1005 ms
+    assert p.position[0] == pytest.approx(0.4 + 0.1 * 1.0025, abs=1e-9)
+    assert p.rpy[2] == pytest.approx(0.5 * 1.0025, abs=1e-6)
+    newest = t0 + 399 * 5 * MS
+    assert h.at(newest + 20 * MS).position[0] == pytest.approx(h.newest[1].position[0])
+    with pytest.raises(Skip, match="no_pose"):
+        h.at(newest + 200 * MS)
+    with pytest.raises(Skip, match="no_pose"):
+        h.at(t0 - 1)
+
+
+def _frame(stamp_ns, value=100):
+    return Frame(stamp_ns, np.full((480, 640, 3), value, np.uint8))
+
+
+def test_proprio_rows_are_the_pose_at_the_stamp_and_0_3_s_before_with_the_commanded_gripper():
+    h, t0 = _moving_history()
+    g = GripperHistory()
+    g.add(t0 + 1500 * MS, GRIPPER_CLOSE)
+    stamp = t0 + 1600 * MS + 1_234_567
+    obs = build_observation(_frame(stamp), _frame(stamp), h, g, "pick up red cube", "red cube",
+                            episode_start_ns=t0, jpeg_quality=75)
+    t = (stamp - t0) / 1e9
+    assert obs.stamp_ns == stamp and obs.proprio.shape == (4, 7)
+    cur, prev = obs.proprio[-1], obs.proprio[0]
+    assert cur[:3] == pytest.approx([0.4 + 0.1 * t, 0.0, 0.3], abs=1e-9)
+    assert prev[:3] == pytest.approx([0.4 + 0.1 * (t - 0.3), 0.0, 0.3], abs=1e-9)
+    assert cur[5] == pytest.approx(0.5 * t, abs=1e-6) and prev[5] == pytest.approx(0.5 * (t - 0.3), abs=1e-6)
+    assert abs(cur[3]) == pytest.approx(math.pi, abs=1e-6), "roll stays ±π, never unwrapped"
+    assert cur[6] == GRIPPER_CLOSE and prev[6] == GRIPPER_OPEN, "gripper = commanded state at each time"
+    assert np.array_equal(obs.proprio[0], obs.proprio[1]) and np.array_equal(obs.proprio[1], obs.proprio[2])
+    assert obs.anchor.position == pytest.approx(cur[:3]) and obs.gripper == GRIPPER_CLOSE
+    assert obs.front.shape == (256, 256, 3) and obs.front.dtype == np.uint8
+
+
+def test_all_proprio_rows_are_equal_at_episode_start():
+    h, t0 = _moving_history()
+    stamp = t0 + 1000 * MS
+    obs = build_observation(_frame(stamp), _frame(stamp), h, GripperHistory(), "pick up x", "x",
+                            episode_start_ns=stamp - 100 * MS)
+    assert all(np.array_equal(row, obs.proprio[-1]) for row in obs.proprio)
+
+
+def test_client_image_is_the_official_crop_resize_and_jpeg_75():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    view = client_view(rgb)
+    assert np.array_equal(client_image(rgb, None, 0), view)
+    jpeg = client_image(rgb, None, 75)
+    assert np.array_equal(jpeg, jpeg_roundtrip(view, 75)) and not np.array_equal(jpeg, view)
+    assert np.abs(jpeg.astype(int) - view).mean() < np.abs(jpeg_roundtrip(view, 10).astype(int) - view).mean()
+
+
+def test_view_pairs_must_be_close_in_time_and_fresh():
+    now = 5_000 * MS
+    fronts = [_frame(now - 300 * MS), _frame(now - 100 * MS)]
+    sides = [_frame(now - 290 * MS), _frame(now - 20 * MS)]
+    f, s = pick_pair(fronts, sides, now, max_skew_s=0.05, max_age_s=0.5)
+    assert (f.stamp_ns, s.stamp_ns) == (now - 300 * MS, now - 290 * MS)
+    with pytest.raises(Skip) as e:
+        pick_pair(fronts, sides, now, max_skew_s=0.05, max_age_s=0.2)
+    assert e.value.reason == "stale"
+    with pytest.raises(Skip) as e:
+        pick_pair(fronts[1:], sides[1:], now, max_skew_s=0.05, max_age_s=1.0)
+    assert e.value.reason == "views_apart" and "80 ms apart" in e.value.detail
+    with pytest.raises(Skip) as e:
+        pick_pair([], sides, now, 0.05, 1.0)
+    assert e.value.reason == "no_images"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("pick up the red cube", episode.Pick("red cube")),
+    ("Pick up  a Green Ball.", episode.Pick("green ball")),
+    ("red cube", episode.Pick("red cube")),
+    ("banana", episode.Pick("banana")),
+    ("stop", episode.Stop()), (" STOP! ", episode.Stop()), ("home", episode.Home()),
+])
+def test_instructions(text, expected):
+    assert episode.parse(text) == expected
+
+
+@pytest.mark.parametrize("text, reason", [("", "empty"), ("   ", "empty"), ("pick up the", "empty"),
+                                          ("red\x00cube", "non_printable"), ("pick up\nred", "non_printable"),
+                                          ("x" * 257, "too_long")])
+def test_bad_instructions_are_refused_with_a_reason(text, reason):
+    refused = episode.parse(text)
+    assert isinstance(refused, episode.Refused) and refused.reason == reason and refused.detail
+
+
+def test_the_task_is_the_official_prompts_pick_up():
+    assert episode.parse("the red cube").task == "pick up red cube"
+
+
+def test_episode_succeeds_after_closing_and_lifting_10_cm_and_times_out_otherwise():
+    e = episode.Episode(1, "red cube", "pick up red cube", start_ns=0, timeout_s=30)
+    assert not e.update(1 * 10**9, 0.30, GRIPPER_OPEN)
+    assert not e.update(2 * 10**9, 0.02, GRIPPER_CLOSE)
+    assert not e.update(3 * 10**9, 0.11, GRIPPER_CLOSE) and e.running
+    assert e.update(4 * 10**9, 0.125, GRIPPER_CLOSE) and e.phase == "succeeded"
+    assert not e.end("stopped", "late") and e.phase == "succeeded"
+    t = episode.Episode(2, "red cube", "pick up red cube", start_ns=0, timeout_s=5)
+    assert t.update(6 * 10**9, 0.3, GRIPPER_OPEN) and t.phase == "timeout"
+    assert t.status()["phase"] == "timeout" and t.status()["episode"] == 2
+
+
+def test_postprocess_is_the_models_gripper_thresholds_and_split():
+    raw = np.array([[0.02, 0, -0.01, 0, 0, 0.1, 0.9], [0, 0, 0, 0, 0, 0, 0.5],
+                    [0, 0.01, 0, 0.05, 0, 0, 0.1], [0, 0, 0, 0, 0, 0, 0.39]])
+    out = postprocess(raw)
+    assert out.shape == (8, 7) and np.array_equal(out, split_actions(quantize_gripper(raw)))
+    assert list(out[:, 6]) == [0, 1, 0, 0, 0, -1, 0, -1]
+    assert out[0, :3] == pytest.approx([0.01, 0, -0.005])
+
+
+# --- the expert's answers, against the world's geometry -----------------------------------
+
+def _expert(objects):
+    from graspvla_ros.policy.expert import ExpertBackend
+
+    return ExpertBackend(lambda: objects)
+
+
+def _obs(anchor: Pose, gripper=GRIPPER_OPEN, stamp_ns=10**9, target="purple bar"):
+    from graspvla_ros.policy.observation import Observation
+
+    blank = np.zeros((256, 256, 3), np.uint8)
+    return Observation(stamp_ns, f"pick up {target}", target, blank, blank, np.zeros((4, 7)), anchor, gripper)
+
+
+def test_expert_answers_in_graspvla_format_and_approaches_from_above():
+    yaw = 0.3
+    bar = (np.array([0.55, 0.1, 0.02]), np.array([math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]))
+    expert = _expert({"purple bar": bar})
+    home = Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY)
+    out = expert.infer(_obs(home))
+    assert out.waypoints.shape == (8, 7) and out.bbox.shape == (2, 4)
+    assert set(out.waypoints[:, 6]) <= {0.0, 1.0}
+    assert np.linalg.norm(out.waypoints[:, :3], axis=1).max() <= 0.0101
+    # the grasp closes the fingers (hand y) across the bar's narrow side (its body x)
+    grasp = Pose.from_xyz_rpy(out.grasp_xyz, out.grasp_rpy)
+    body_x = np.array([math.cos(yaw), math.sin(yaw), 0])
+    assert abs(grasp.rotation[:, 1] @ body_x) == pytest.approx(1.0, abs=1e-6)
+    assert grasp.rotation[:, 2] @ (0, 0, -1) == pytest.approx(1.0, abs=1e-6), "TCP z points down"
+    assert out.grasp_xyz == pytest.approx([0.55, 0.1, 0.015])
+    # the bbox holds the bar's projection in both 224 px views
+    from graspvla_ros.sim.world import CAMERAS
+    for (x1, y1, x2, y2), cam in zip(out.bbox, CAMERAS):
+        u, v = cam.project(bar[0], 640, 480)
+        assert x1 < (u - 80) * 224 / 480 < x2 and y1 < v * 224 / 480 < y2 and 0 <= x1 < x2 <= 224
+
+
+def test_expert_closes_at_the_grasp_pose_waits_for_the_fingers_then_lifts():
+    cube = (np.array([0.5, 0.0, 0.02]), np.array([1.0, 0, 0, 0]))
+    expert = _expert({"red cube": cube})
+    probe = expert.infer(_obs(Pose.from_xyz_rpy((0.5, 0.0, 0.2), HOME_RPY), target="red cube"))
+    at_grasp = Pose.from_xyz_rpy(probe.grasp_xyz, probe.grasp_rpy)
+    expert.infer(_obs(Pose(at_grasp.position + (0, 0, 0.05), at_grasp.rotation), target="red cube"))  # aligned
+    closing = expert.infer(_obs(at_grasp, target="red cube"))
+    assert GRIPPER_CLOSE in closing.waypoints[:, 6] and np.abs(closing.waypoints[:, :6]).max() < 1e-9
+    held = expert.infer(_obs(at_grasp, GRIPPER_CLOSE, stamp_ns=2 * 10**9, target="red cube"))
+    assert np.abs(held.waypoints[:, :3]).max() < 1e-9, "still while the fingers close"
+    lifting = expert.infer(_obs(at_grasp, GRIPPER_CLOSE, stamp_ns=4 * 10**9, target="red cube"))
+    assert lifting.waypoints[:, 2].sum() == pytest.approx(0.08) and (lifting.waypoints[:, :2] == 0).all()
+
+
+def test_expert_skips_unknown_objects():
+    with pytest.raises(Skip) as e:
+        _expert({"red cube": (np.zeros(3), np.array([1.0, 0, 0, 0]))}).infer(
+            _obs(Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY), target="violet teapot"))
+    assert e.value.reason == "unknown_object"
+
+
+def test_expert_opens_a_gripper_closed_elsewhere_before_approaching():
+    cube = (np.array([0.5, 0.0, 0.02]), np.array([1.0, 0, 0, 0]))
+    out = _expert({"red cube": cube}).infer(_obs(Pose.from_xyz_rpy((0.4, 0.2, 0.2), HOME_RPY), GRIPPER_CLOSE,
+                                                 target="red cube"))
+    assert GRIPPER_OPEN in out.waypoints[:, 6] and np.abs(out.waypoints[:, :3]).max() < 1e-9

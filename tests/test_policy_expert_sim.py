@@ -1,0 +1,56 @@
+"""The expert backend grasps the objects of the simulated world through the project's franky
+executor, replanning each cycle from the measured TCP pose, as the policy node runs it."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import wait_for
+from graspvla_ros.chunk import ActionChunk
+from graspvla_ros.policy.expert import ExpertBackend
+from graspvla_ros.policy.observation import GripperHistory, Observation
+from graspvla_ros.sim.world import OBJECTS, SimWorld
+
+pytestmark = pytest.mark.sim
+SEED = 7
+DT = 0.1
+
+
+def _grasp(world, arm, name: str, timeout: float) -> bool:
+    """Runs the expert closed-loop at ≤ 5 Hz until the world reports success or `timeout`."""
+    expert = ExpertBackend(world.object_poses)
+    gripper = GripperHistory()
+    blank = np.zeros((256, 256, 3), np.uint8)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if world.grasp_success(name):
+            return True
+        now = arm.clock()
+        state = arm.read_state()
+        g = gripper.at(now)
+        out = expert.infer(Observation(now, f"pick up {name}", name, blank, blank, np.zeros((4, 7)), state.ee, g))
+        chunk = ActionChunk(now, DT, "base", out.waypoints, state.ee, g)
+        arm.submit(chunk)
+        for w in chunk.targets:  # the commanded gripper state, as the controller reports it
+            if w.gripper != 0.0:
+                gripper.add(w.stamp_ns, w.gripper)
+        time.sleep(0.2)
+    return False
+
+
+def test_expert_grasps_and_lifts_seven_of_eight_objects_at_least(new_loopback_host):
+    from graspvla_ros.franka import FrankaExecutor
+
+    results = {}
+    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(world.server.host) as arm:
+        for spec in OBJECTS:
+            arm.home()
+            world.relayout(SEED)
+            wait_for(lambda: world.lift_height(spec.name) > -0.005, 5, "the objects at rest")
+            results[spec.name] = _grasp(world, arm, spec.name, timeout=60)
+    failed = [n for n, ok in results.items() if not ok]
+    # On the loaded 2-core test machine one object in eight has failed (green ball, orange puck:
+    # the fingers close beside a round object when the arm lags); BENCHMARKS.md has the rate.
+    assert len(failed) <= 1, f"the expert failed to grasp {failed}"
