@@ -6,7 +6,8 @@ the real model code on tiny random weights, which will not grasp), then for each
 episodes homes the arm, re-places the objects, says "pick up the <object>" on
 /graspvla/instruction and waits for the episode to end. It prints one line per episode and
 `grasped K/N`; a contact sheet per episode (both views as the model saw them, bbox drawn, at a
-few moments) goes under runs/. The nodes' output goes to runs/<demo>/nodes.log. Runs inside the
+few moments) and its rosbag (recorder_node, one MCAP bag per instruction) go under
+runs/<demo>/. The nodes' output goes to runs/<demo>/nodes.log. Runs inside the
 loopback-only network namespace (`scripts/isolated`), like every ROS process of the project.
 """
 from __future__ import annotations
@@ -18,21 +19,17 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.graph import policy, sim_graph
+from graspvla_ros.graph import configure, recorder, sim_graph
 from graspvla_ros.sim.world import OBJECTS
 
 DEMO_CAMERA_RATE_HZ = 2.0
 DEMO_SEED = 3
 EPISODES = 3
-# The simulated cameras render on the CPU one after the other: their pairs are further apart
-# and older than a real camera pair's, and the controller takes chunks as old as them.
-SIM_POLICY = {"max_view_skew": 0.5, "max_image_age": 0.9, "lift_success": 0.15}
 SHEET_MOMENTS = 5
 
 
@@ -42,7 +39,7 @@ class DemoClient:
     def __init__(self):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
@@ -56,6 +53,8 @@ class DemoClient:
         self.status: list[dict] = []
         self.views: dict[str, list] = {"front": [], "side": []}
         self.node.create_subscription(String, "/graspvla/status", self._on_status, latched)
+        self.camera_frames = 0
+        self.node.create_subscription(Image, "/front/color/image_raw", self._on_camera, qos_profile_sensor_data)
         for view in self.views:
             self.node.create_subscription(Image, f"/graspvla/debug/{view}/bbox_image",
                                           lambda m, v=view: self._on_view(v, m), 5)
@@ -71,6 +70,10 @@ class DemoClient:
     def _on_status(self, msg) -> None:
         with self.lock:
             self.status.append(json.loads(msg.data))
+
+    def _on_camera(self, _msg) -> None:
+        with self.lock:
+            self.camera_frames += 1
 
     def _on_view(self, view: str, msg) -> None:
         image = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
@@ -139,16 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("the demo has no checkpoint: use --backend graspvla --tiny")
     run_dir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    options = {"backend": args.backend, "episode_timeout": args.timeout, **SIM_POLICY}
+    options = {"backend": args.backend, "episode_timeout": args.timeout}
     if args.backend == "graspvla":
         options.update(tiny=True, runtime=args.runtime)
-    # Each episode re-places the objects with the next seed (sim/reset_objects); from DEMO_SEED on,
-    # every seed has a layout (random_layout finds none for seeds 2 and 22).
-    specs = [replace(s, params={**s.params, "seed": DEMO_SEED}) if s.name == "sim_world" else s
-             for s in sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)) if s.name != "policy"]
-    specs.append(policy(**options))
+    # Each episode re-places the objects with the next seed (sim/reset_objects).
+    specs = configure(sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)),
+                      sim_world={"seed": DEMO_SEED}, policy=options)
+    bags = run_dir / "bags"
+    specs.append(recorder(output_dir=str(bags.resolve()), mode="episode", use_sim_time=True))
     print(f"graspvla_ros demo: sim_world + controller + policy ({args.backend}{' tiny' if args.tiny else ''}); "
-          f"node output in {run_dir}/nodes.log", flush=True)
+          f"node output in {run_dir}/nodes.log, episode bags in {bags}/", flush=True)
     grasped, cycles = 0, 0
     with open(run_dir / "nodes.log", "w") as log, Bringup(specs, out=log) as graph:
         client = DemoClient()
@@ -158,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, name in enumerate(episode_objects(args.episodes)):
                 client.call("/controller/home", 120)
                 ok, seed_msg = client.call("sim/reset_objects")
-                time.sleep(2.5 / DEMO_CAMERA_RATE_HZ)  # views of the new layout reach the policy first
+                # views of the new layout reach the policy first (one may have been rendered before)
+                frames = client.camera_frames
+                wait_for(lambda: client.camera_frames >= frames + 2, 60, "the cameras to show the new layout", graph)
                 client.target_pub.publish(client.String(data=name))
                 with client.lock:
                     for v in client.views.values():

@@ -41,10 +41,12 @@ def _grasp(world, arm, name: str, timeout: float) -> bool:
 
 
 def test_expert_grasps_and_lifts_seven_of_eight_objects_at_least(new_loopback_host):
-    from graspvla_ros.franka import FrankaExecutor
+    from graspvla_ros.control import FrankaExecutor, GripperSettings
+    from graspvla_ros.graph import SIM_CONTROLLER
 
     results = {}
-    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(world.server.host) as arm:
+    with SimWorld(seed=SEED, host=new_loopback_host()) as world, \
+            FrankaExecutor(world.server.host, gripper=GripperSettings.from_params(SIM_CONTROLLER)) as arm:
         for spec in OBJECTS:
             arm.home()
             world.relayout(SEED)

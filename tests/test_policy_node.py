@@ -17,8 +17,8 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.franka import HOME_POSITION
-from graspvla_ros.graph import controller, policy, sim_world
+from graspvla_ros.control import HOME_POSITION
+from graspvla_ros.graph import configure, sim_graph
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.sim_world_node import LATCHED
 from graspvla_ros.policy.observation import PoseHistory, Skip
@@ -28,14 +28,8 @@ from graspvla_ros.sim.world import random_layout
 STATUS_QOS = QoSProfile(depth=20, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 SEED = 7
-# sim_world renders its two cameras one after the other on the CPU (70–300 ms each on the
-# loaded 2-core test machine), so its pairs are further apart and older than a real camera
-# pair's; 2 Hz keeps the physics fed. The controller takes chunks as old as such pairs.
-# Simulated objects sag 1–3 cm in the fingers as the lift starts: the episode ends at a 15 cm
-# TCP lift (the expert lifts 20), for the world's own 10 cm object lift.
-SIM_POLICY = {"max_view_skew": 0.5, "max_image_age": 0.9, "lift_success": 0.15}
-SIM_CONTROLLER = {"safety.max_chunk_age": 1.2}
-# 320×240 renders in a quarter of the CPU time (the policy crops the same field of view and
+# The sim graph as `make demo` runs it (graph.sim_graph: sim time, sim gripper and age limits),
+# on a loopback address of its own. Cameras at 2 Hz keep the physics fed; 320×240 renders in a quarter of the CPU time (the policy crops the same field of view and
 # resizes to 256 either way).
 SIM_CAMERAS = {"camera_rate_hz": 2.0, "width": 320, "height": 240}
 
@@ -90,9 +84,8 @@ def _object_xy(name, seed=SEED):
 @pytest.fixture(scope="module")
 def stack(new_loopback_host):
     host = new_loopback_host()
-    specs = [sim_world(host=host, seed=SEED, **SIM_CAMERAS),
-             controller(robot_ip=host, **SIM_CONTROLLER),
-             policy(backend="expert", **SIM_POLICY)]
+    specs = configure(sim_graph(), sim_world={"host": host, "seed": SEED, **SIM_CAMERAS},
+                      controller={"robot_ip": host}, policy={"backend": "expert"})
     with Bringup(specs) as graph:
         yield graph
 

@@ -15,11 +15,11 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.graph import controller, policy, sim_world
+from graspvla_ros.graph import configure, sim_graph
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.convert import pose_from_msg, stamp_to_ns
 from graspvla_ros.policy.observation import PoseHistory
-from test_policy_node import SIM_CAMERAS, SIM_CONTROLLER, SIM_POLICY
+from test_policy_node import SIM_CAMERAS
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 CYCLES = 10
@@ -49,8 +49,8 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
     ros_node.create_subscription(Image, "/graspvla/debug/side/bbox_image", keep("side"), 5)
     say = ros_node.create_publisher(String, "/graspvla/instruction", 10)
     host = new_loopback_host()
-    specs = [sim_world(host=host, seed=3, **SIM_CAMERAS), controller(robot_ip=host, **SIM_CONTROLLER),
-             policy(backend="graspvla", tiny=True, runtime=runtime, **SIM_POLICY)]
+    specs = configure(sim_graph(), sim_world={"host": host, "seed": 3, **SIM_CAMERAS}, controller={"robot_ip": host},
+                      policy={"backend": "graspvla", "tiny": True, "runtime": runtime})
     with Bringup(specs) as graph:
         wait_for(lambda: say.get_subscription_count() > 0 or graph.failed(), 300, "the policy (tiny checkpoint)")
         assert not graph.failed(), graph.failed()
