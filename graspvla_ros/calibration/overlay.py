@@ -24,7 +24,6 @@ from graspvla_ros.calibration.nominal import Nominal, load_nominal
 
 EDGE_TOLERANCE_PX = 4.0
 CHAMFER_CAP_PX = 20.0
-ROBOT_ROOT = "robot0_base"
 JOINTS = tuple(f"robot0_fr3_joint{i}" for i in range(1, 8))
 
 
@@ -41,7 +40,7 @@ class RobotScene:
     def __init__(self, joints=None, intrinsics: Intrinsics | None = None, nominal: Nominal | None = None):
         from franky_sim.mujoco_simulator import MujocoSimulator
 
-        from graspvla_ros.sim.world import TableScene
+        from graspvla_ros.sim.world import TableScene, robot_geom_ids
 
         nominal = nominal or load_nominal()
         self.joints = tuple(nominal.calibration_joints if joints is None else joints)
@@ -64,19 +63,8 @@ class RobotScene:
             if "finger" in self.model.joint(j).name:
                 self.data.qpos[self.model.jnt_qposadr[j]] = self.model.jnt_range[j][1]
         mujoco.mj_forward(self.model, self.data)
-        self._robot = self._robot_geoms()
+        self._robot = robot_geom_ids(self.model)
         self._renderer = mujoco.Renderer(self.model, self.intrinsics.height, self.intrinsics.width)
-
-    def _robot_geoms(self) -> np.ndarray:
-        root = self.model.body(ROBOT_ROOT).id
-        ids = []
-        for g in range(self.model.ngeom):
-            b = int(self.model.geom_bodyid[g])
-            while b not in (0, root):
-                b = int(self.model.body_parentid[b])
-            if b == root:
-                ids.append(g)
-        return np.array(ids)
 
     def _look_from(self, T_base_camera: np.ndarray) -> None:
         cam = self.model.camera("calibration").id

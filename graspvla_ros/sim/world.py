@@ -188,6 +188,19 @@ class TableScene:
                           xyaxes=_fmt((*x, *y)), fovy=f"{cam.fovy_deg:g}")
 
 
+def robot_geom_ids(model: mujoco.MjModel) -> np.ndarray:
+    """Geoms of the arm and hand (every body under the robot's root)."""
+    root = model.body(ROBOT_ROOT).id
+    ids = []
+    for g in range(model.ngeom):
+        b = int(model.geom_bodyid[g])
+        while b not in (0, root):
+            b = int(model.body_parentid[b])
+        if b == root:
+            ids.append(g)
+    return np.array(ids)
+
+
 class CameraRenderer:
     """Offscreen RGB (and segmentation) rendering of one named camera; one thread only."""
 
@@ -323,16 +336,7 @@ class SimWorld:
 
     # --- calibration ----------------------------------------------------------------
     def robot_geom_ids(self) -> np.ndarray:
-        """Geoms of the arm and hand (every body under the robot's root)."""
-        root = self.model.body(ROBOT_ROOT).id
-        ids = []
-        for g in range(self.model.ngeom):
-            b = int(self.model.geom_bodyid[g])
-            while b not in (0, root):
-                b = int(self.model.body_parentid[b])
-            if b == root:
-                ids.append(g)
-        return np.array(ids)
+        return robot_geom_ids(self.model)
 
     def arm_silhouettes(self, position=HOME_POSITION, euler=HOME_RPY,
                         tcp_offset: float = 0.0) -> dict[str, np.ndarray]:
