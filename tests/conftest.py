@@ -10,6 +10,10 @@ import pytest
 # created a ROS node segfaults at exit (static destructors run in the wrong order), which
 # turns a green pytest run into exit code 139. Node processes import rclpy first anyway.
 import rclpy  # noqa: F401,E402  isort:skip
+# Triton (imported by torchvision → torch._dynamo) must be loaded before Mesa's llvmpipe: both
+# carry LLVM, and importing triton into a process that already rendered with EGL segfaults
+# (the calibration tests render in this process before the model tests import torchvision).
+import torchvision  # noqa: F401,E402  isort:skip
 
 
 def _network_interfaces() -> list[str]:
