@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graspvla_ros.graph import (CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, INPUTS, SIM_HOST, build,
+from graspvla_ros.graph import (CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, INPUTS, SIM_HOST, SIM_POLICY, build,
                                 scripted_chunks)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_sim_graph_runs_every_node_on_sim_time_with_the_expert_by_default():
     specs = {s.name: s for s in build("sim", {"backend": "graspvla", "checkpoint": "/c", "rate_hz": "2.5",
                                               "sim_camera_rate_hz": "5", "robot_ip": "10.0.0.1"})}
     assert specs["policy"].params == {"backend": "graspvla", "checkpoint": "/c", "rate_hz": 2.5,
-                                      "use_sim_time": True}
+                                      "use_sim_time": True, **SIM_POLICY}
     assert specs["sim_world"].params["camera_rate_hz"] == 5.0
     assert specs["controller"].params["robot_ip"] == SIM_HOST          # robot_ip is the robot graph's
 
