@@ -1,7 +1,7 @@
 """Operator commands of the ``graspvla`` CLI: talk to a running stack as short-lived ROS nodes.
 
     graspvla say "pick up the red cube"   # a new episode (or "stop", "home")
-    graspvla stop | home | estop | release | status
+    graspvla stop | home | calibration-pose | estop | release | status
     graspvla demo [--backend graspvla --tiny]  # make demo
 
 Every command waits at most ``--timeout`` s for the stack to appear and says so when nothing
@@ -132,6 +132,13 @@ def _cmd_home(args) -> int:
         return s.trigger(f"{CONTROLLER}/home", args.timeout, 60.0) if code is None else code
 
 
+def _cmd_calibration_pose(args) -> int:
+    """Like home, to the camera calibration joint configuration (calibration/README.md)."""
+    with _Session() as s:
+        code = _say(s, "stop", args.timeout)
+        return s.trigger(f"{CONTROLLER}/calibration_pose", args.timeout, 60.0) if code in (None, 0) else code
+
+
 def _trigger(name: str):
     def run(args) -> int:
         with _Session() as s:
@@ -166,6 +173,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         _cmd_say).add_argument("text")
     add("stop", "end the episode and hold the arm", _cmd_stop)
     add("home", "end the episode and move the arm home", _cmd_home)
+    add("calibration-pose", "end the episode and move the arm to the camera calibration joint configuration",
+        _cmd_calibration_pose)
     add("estop", "latched stop of the arm (controller)", _trigger("estop"))
     add("release", "release the e-stop (controller)", _trigger("release"))
     add("status", "the policy's status and the controller's state", _cmd_status)

@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,9 +77,12 @@ class ContactSettings:
 
 @dataclass
 class HomeJob:
-    """A home request for the worker: its epoch, set `done` when it ended, `error` if it failed."""
+    """A home request for the worker: its epoch, set `done` when it ended, `error` if it failed.
+    `joints` (7, rad): go to this joint configuration instead of the reset pose (the camera
+    calibration pose)."""
 
     epoch: int
+    joints: tuple[float, ...] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: str = ""
 
@@ -261,20 +264,25 @@ class FrankaExecutor:
                 self._last_stamp_ns = None
                 self._machine.interrupt(ControllerState.IDLE, "recovered by operator")
 
-    def request_home(self) -> HomeJob:
-        """Start homing (open the gripper, then move to the reset pose) on the worker; chunks are
-        refused until it ends. Returns the job, whose `done` is set when it ended."""
+    def request_home(self, joints: Sequence[float] | None = None) -> HomeJob:
+        """Start homing (open the gripper, then move to the reset pose, or to the joint
+        configuration `joints`) on the worker; chunks are refused until it ends. Returns the job,
+        whose `done` is set when it ended."""
+        if joints is not None and (len(joints) != 7 or not np.all(np.isfinite(joints))):
+            raise ValueError(f"joints must be 7 finite angles (rad), got {list(joints)}")
         with self._lock:
             self._refuse_if_latched("home")
-            job = HomeJob(self._machine.interrupt(ControllerState.HOMING, "homing"))
+            why = "homing" if joints is None else "moving to a joint configuration"
+            job = HomeJob(self._machine.interrupt(ControllerState.HOMING, why),
+                          None if joints is None else tuple(float(q) for q in joints))
             self._slot.clear()  # the home motion replaces the running one; no older job can issue another
             self._home_job = job
             self._slot.wake()
         return job
 
-    def home(self, timeout: float = 30.0) -> None:
-        """Home and wait for it; raises if it was interrupted or failed."""
-        job = self.request_home()
+    def home(self, timeout: float = 30.0, joints: Sequence[float] | None = None) -> None:
+        """Home (or go to `joints`) and wait for it; raises if it was interrupted or failed."""
+        job = self.request_home(joints)
         if not job.done.wait(timeout):
             raise TimeoutError(f"home did not finish in {timeout} s")
         if job.error:
@@ -463,7 +471,10 @@ class FrankaExecutor:
             self._run_gripper(epoch, GRIPPER_OPEN, force=True)
             for attempt in range(2):  # franky's planner can fail to take over a motion just ending (-111)
                 try:
-                    self._issue(epoch, self._arm.move_to, Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY))
+                    if job.joints is None:
+                        self._issue(epoch, self._arm.move_to, Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY))
+                    else:
+                        self._issue(epoch, self._arm.move_joints, job.joints)
                     if not self._wait_motion(epoch, 20.0):
                         job.error = "home motion did not finish in 20 s"
                         return
@@ -476,7 +487,7 @@ class FrankaExecutor:
             with self._lock:
                 self._check(epoch)
                 self._last_stamp_ns = self._last_commanded = None
-                self._machine.set(ControllerState.IDLE, "homed")
+                self._machine.set(ControllerState.IDLE, "homed" if job.joints is None else "at the joint configuration")
         except _Interrupted:
             job.error = "home interrupted (e-stop, hold or another home)"
         except Exception as err:  # contact or a motion error: the worker reacts to it

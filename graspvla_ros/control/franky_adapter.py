@@ -125,6 +125,10 @@ class FrankyArm:
         motion = self.f.CartesianMotion(self._affine(tcp_to_flange(tcp, self.tcp_offset)), self.f.ReferenceType.Absolute)
         self.robot.move(motion, asynchronous=True)
 
+    def move_joints(self, joints) -> None:
+        """Start (asynchronously) a joint motion that ends at rest at `joints` (7, rad)."""
+        self.robot.move(self.f.JointMotion(list(joints)), asynchronous=True)
+
     def stop(self) -> None:
         """Start (asynchronously) the stop motion: decelerate to rest where the arm is."""
         self.robot.move(self.f.CartesianStopMotion(), asynchronous=True)

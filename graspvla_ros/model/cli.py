@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from graspvla_ros.model.export import DEFAULT_OPSET, GRAPHS
+from graspvla_ros.model.exported import DEFAULT_OPSET, GRAPHS
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -50,12 +50,10 @@ from graspvla_ros.model.checkpoint import load_weights
 from graspvla_ros.model.components import (ExpertDenoise, ExpertFlow, TokenEmbedding, VisionEncoder, causal_mask,
                                            insert_image_embeddings)
 from graspvla_ros.model.config import CHECKPOINT_FILE, ModelConfig, load_config
-from graspvla_ros.model.exported import (DimRange, ExportManifest, GraphSpec, TensorSpec, file_sha256,
-                                         safetensors_fingerprint, save_reference)
+from graspvla_ros.model.exported import (DEFAULT_OPSET, GRAPHS, DimRange, ExportManifest, GraphSpec, TensorSpec,
+                                         file_sha256, safetensors_fingerprint, save_reference)
 from graspvla_ros.model.modeling import GraspVLA, build_model
 
-GRAPHS = ("vision", "llm", "expert_denoise", "expert_flow")
-DEFAULT_OPSET = 17
 PROTOBUF_LIMIT = 2 * 1024 ** 3
 MAX_NEW_TOKENS = 32  # tokens one decode call may feed (the official schedule feeds at most 15)
 REFERENCE_PROMPT_TOKENS = 20  # prompt length of the stored reference (a typical instruction)

@@ -22,8 +22,11 @@ from graspvla_ros.model.config import CHECKPOINT_FILE
 
 FORMAT = "graspvla-onnx/1"
 MANIFEST = "manifest.json"
-# The graphs `GraphComponents` runs for a prediction (``expert_denoise`` is for per-step use).
+# Every graph `graspvla export` writes, and those `GraphComponents` runs for a prediction
+# (``expert_denoise`` is for per-step use).
+GRAPHS = ("vision", "llm", "expert_denoise", "expert_flow")
 RUNTIME_GRAPHS = ("vision", "llm", "expert_flow")
+DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
+from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.control import Compliance, ContactSettings, ControllerState, FrankaExecutor, GripperSettings
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import periodic, run
@@ -127,8 +128,10 @@ class ControllerNode(Node):
         # Services live on side nodes with executors of their own, created before the first
         # home: e-stop and hold must answer while a home moves, and chunks keep flowing.
         self.side_nodes = []
+        calibration_joints = load_nominal().calibration_joints
         for name, action in (("home", self.robot.home), ("estop", self.robot.estop), ("hold", self.robot.hold),
-                             ("release", self.robot.release), ("recover", self.robot.recover)):
+                             ("release", self.robot.release), ("recover", self.robot.recover),
+                             ("calibration_pose", lambda: self.robot.home(joints=calibration_joints))):
             # use_global_arguments=False: the process's `__node:=` remap must not rename these too
             side = Node(f"{self.get_name()}_{name}_service", namespace=self.get_namespace(), context=self.context,
                         use_global_arguments=False)
