@@ -203,7 +203,46 @@ def robot_graph(**arguments: str) -> list[NodeSpec]:
             controller(**_given(arguments, robot_ip=("robot_ip", str)))]
 
 
-GRAPHS = {"sim": sim_graph, "robot": robot_graph}
+def player(**params: Any) -> NodeSpec:
+    """Plays a recorded bag's topics (player_node)."""
+    return NodeSpec(
+        name="player",
+        executable="player_node",
+        module="graspvla_ros.nodes.player_node",
+        params_files=("player.yaml",),
+        params=params,
+    )
+
+
+def recorder(**params: Any) -> NodeSpec:
+    """Records the stack's topics to rosbag2 MCAP (recorder_node)."""
+    return NodeSpec(
+        name="recorder",
+        executable="recorder_node",
+        module="graspvla_ros.nodes.recorder_node",
+        params_files=("recorder.yaml",),
+        params=params,
+    )
+
+
+# What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
+# played: the live policy makes them again and the recorder writes them to the new bag.
+REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw",
+                 "/side/color/camera_info", "/graspvla/ee_pose", "/graspvla/gripper_command", "/graspvla/instruction"]
+
+
+def replay_graph(**arguments: str) -> list[NodeSpec]:
+    """A recorded episode into the policy, on the bag's clock: the player releases one observation
+    at a time (lock-step) and publishes `/clock` from the bag time, the policy answers it and
+    the recorder writes the new answers to a bag of their own (`graspvla replay-test` compares
+    chunks without ROS; this graph is the same run through DDS, to look at in Foxglove)."""
+    sim_time = {"use_sim_time": True}
+    return [player(**_given(arguments, bag=("bag", str)), topics=REPLAY_INPUTS, lock_step=True, clock=100.0),
+            policy(**_policy_params(arguments), **sim_time),
+            recorder(**_given(arguments, output_dir=("output_dir", str)), bag_prefix="replay", **sim_time)]
+
+
+GRAPHS = {"sim": sim_graph, "robot": robot_graph, "replay": replay_graph}
 
 # Arguments of the graphs, as `ros2 launch ... name:=value` and `bringup GRAPH name:=value` take them.
 GRAPH_ARGUMENTS = {
@@ -216,6 +255,8 @@ GRAPH_ARGUMENTS = {
     "llm_dir": "directory of the InternLM2 tokenizer/config the checkpoint needs (graspvla backend)",
     "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
     "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
+    "bag": "the recorded episode to replay into the policy (replay graph)",
+    "output_dir": "where the recorder writes the replayed episode (replay graph; default: config/recorder.yaml)",
 }
 
 
