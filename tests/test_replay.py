@@ -133,3 +133,14 @@ def test_checkpoint_that_is_not_graspvla_is_one_clear_error(episode_bag, tmp_pat
 def test_no_checkpoint_given_is_an_error(tmp_path, capsys):
     code, out = replay_test(capsys, tmp_path, "--runtime", "torch")
     assert code == 2 and "--checkpoint DIR or --tiny" in out, out
+
+
+def test_replay_graph_plays_the_recorded_inputs_in_lock_step_into_the_policy_and_records():
+    from graspvla_ros.graph import REPLAY_INPUTS, build
+
+    specs = {s.name: s for s in build("replay", {"bag": "/bags/ep1", "output_dir": "/tmp/out", "backend": "graspvla"})}
+    assert set(specs) == {"player", "policy", "recorder"}
+    assert specs["player"].params == {"bag": "/bags/ep1", "topics": REPLAY_INPUTS, "lock_step": True, "clock": 100.0}
+    assert "/graspvla/action_chunk" not in REPLAY_INPUTS      # the live policy answers
+    assert specs["policy"].params == {"backend": "graspvla", "use_sim_time": True}
+    assert specs["recorder"].params["output_dir"] == "/tmp/out" and specs["recorder"].params["use_sim_time"]

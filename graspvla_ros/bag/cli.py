@@ -70,11 +70,11 @@ def _replay_test(args: argparse.Namespace) -> int:
     recording = Recording.load(open_bag(args.bag))
     recorded = recording.parameters
     seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
+    backend = create(args.backend, checkpoint=args.checkpoint, llm_dir=args.llm_dir, runtime=args.runtime,
+                     tiny=args.tiny, onnx_dir=args.onnx_dir, seed=seed)
     print(f"{args.bag}: {len(recording.cycles)} recorded cycles of {recording.cycles[0].instruction!r} "
           f"(recorded with {recorded.get('backend') or '?'} / {recorded.get('runtime') or '?'}); "
           f"replaying with {args.backend} / {args.runtime}")
-    backend = create(args.backend, checkpoint=args.checkpoint, llm_dir=args.llm_dir, runtime=args.runtime,
-                     tiny=args.tiny, onnx_dir=args.onnx_dir, seed=seed)
     print(table_header())
     failed = compared = 0
     worst = [0.0, 0.0, 0.0]
