@@ -204,12 +204,13 @@ def robot_graph(**arguments: str) -> list[NodeSpec]:
 
 
 def player(**params: Any) -> NodeSpec:
-    """Plays a recorded bag's topics (player_node)."""
+    """Plays a recorded bag's topics (player_node). Without config/player.yaml: rcl's YAML parser
+    cannot take its `lock_step: false` beside the `lock_step:` mapping of `lock_step.*` (it sets
+    `lock_step.observation_topics` to false), so the player runs on its PARAMS defaults."""
     return NodeSpec(
         name="player",
         executable="player_node",
         module="graspvla_ros.nodes.player_node",
-        params_files=("player.yaml",),
         params=params,
     )
 
@@ -232,12 +233,16 @@ REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/co
 
 
 def replay_graph(**arguments: str) -> list[NodeSpec]:
-    """A recorded episode into the policy, on the bag's clock: the player releases one observation
-    at a time (lock-step) and publishes `/clock` from the bag time, the policy answers it and
-    the recorder writes the new answers to a bag of their own (`graspvla replay-test` compares
-    chunks without ROS; this graph is the same run through DDS, to look at in Foxglove)."""
+    """A recorded episode into the live policy, on the bag's clock: the player publishes the
+    recorded inputs with their original timing and `/clock` from the bag time, the policy
+    answers as it did on the robot and the recorder writes its answers to a bag of their own
+    (`graspvla replay-test` compares chunk by chunk without ROS; this graph is the same episode
+    through DDS, to look at in Foxglove). Not lock-step: released in one burst, the 200 Hz pose
+    stream would overrun the policy's pose queue."""
     sim_time = {"use_sim_time": True}
-    return [player(**_given(arguments, bag=("bag", str)), topics=REPLAY_INPUTS, lock_step=True, clock=100.0),
+    # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
+    return [player(**_given(arguments, bag=("bag", str), rate=("rate", float)), topics=REPLAY_INPUTS, clock=100.0,
+                   wait_for_subscribers=2),
             policy(**_policy_params(arguments), **sim_time),
             recorder(**_given(arguments, output_dir=("output_dir", str)), bag_prefix="replay", **sim_time)]
 
@@ -256,6 +261,7 @@ GRAPH_ARGUMENTS = {
     "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
     "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
     "bag": "the recorded episode to replay into the policy (replay graph)",
+    "rate": "playback speed factor of the recorded episode (replay graph; default 1)",
     "output_dir": "where the recorder writes the replayed episode (replay graph; default: config/recorder.yaml)",
 }
 

@@ -135,12 +135,34 @@ def test_no_checkpoint_given_is_an_error(tmp_path, capsys):
     assert code == 2 and "--checkpoint DIR or --tiny" in out, out
 
 
-def test_replay_graph_plays_the_recorded_inputs_in_lock_step_into_the_policy_and_records():
+def test_replay_graph_plays_the_recorded_inputs_into_the_policy_on_the_bag_clock_and_records():
     from graspvla_ros.graph import REPLAY_INPUTS, build
 
     specs = {s.name: s for s in build("replay", {"bag": "/bags/ep1", "output_dir": "/tmp/out", "backend": "graspvla"})}
     assert set(specs) == {"player", "policy", "recorder"}
-    assert specs["player"].params == {"bag": "/bags/ep1", "topics": REPLAY_INPUTS, "lock_step": True, "clock": 100.0}
+    assert specs["player"].params == {"bag": "/bags/ep1", "topics": REPLAY_INPUTS, "clock": 100.0,
+                                     "wait_for_subscribers": 2}
     assert "/graspvla/action_chunk" not in REPLAY_INPUTS      # the live policy answers
     assert specs["policy"].params == {"backend": "graspvla", "use_sim_time": True}
     assert specs["recorder"].params["output_dir"] == "/tmp/out" and specs["recorder"].params["use_sim_time"]
+
+
+@pytest.mark.ros
+@pytest.mark.sim
+@pytest.mark.timeout(900)
+def test_replay_graph_answers_the_recorded_episode_and_its_bag_replays_the_same(episode_bag, tmp_path, capsys):
+    """The episode through DDS (player → live policy on the bag clock → recorder), then the new
+    bag through replay-test: the graph's policy made its chunks from the played inputs."""
+    import dataclasses
+
+    from graspvla_ros.graph import build
+
+    specs = [dataclasses.replace(s, params={**s.params, "tiny": True, **SIM_POLICY}) if s.name == "policy" else s
+             for s in build("replay", {"bag": str(episode_bag), "output_dir": str(tmp_path), "backend": "graspvla"})]
+    with Bringup(specs) as graph:
+        wait_for(lambda: graph.failed(), 240, "the player to finish the bag")
+        assert graph.failed() == [("player", 0)], graph.failed()
+    bags = [p for p in tmp_path.iterdir() if p.name.startswith("replay_")]
+    assert len(bags) == 1 and open_bag(bags[0]).topics["/graspvla/action_chunk"].count >= CYCLES
+    code, out = replay_test(capsys, bags[0], "--tiny", "--runtime", "onnxruntime")
+    assert code == 0, out
