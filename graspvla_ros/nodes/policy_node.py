@@ -315,7 +315,8 @@ class PolicyNode(Node):
         if self._last_reason:
             self.get_logger().info(f"cycles run again (after {self._last_reason})")
             self._last_reason = ""
-        replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns}
+        replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns,
+                  "gripper": [float(rows[0, 6]), float(rows[-1, 6])]}
         self._publish_debug(obs, out, chunk, received, infer_start, infer_end, published, replay)
 
     def _skip(self, reason: str, detail: str) -> None:

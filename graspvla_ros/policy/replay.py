@@ -4,7 +4,7 @@ compare each produced chunk with the recorded one.
 A bag recorded by `recorder_node` holds what policy_node saw (both views + camera_info, the TCP
 pose stream, the commanded gripper, the instruction) and what it answered (the chunks, and per
 cycle on `/graspvla/debug/timings`: the seed, the generated tokens, the side view's stamp, the
-newest pose it had and the episode start). Each cycle is rebuilt with the node's own functions
+newest pose it had, the episode start and the commanded gripper states of its proprio rows). Each cycle is rebuilt with the node's own functions
 (`image_from_msg`, `crop_from_camera_info`, `build_observation`: the same crop/resize/JPEG and
 proprio interpolation) from exactly those inputs, so the same backend gives the same chunk, bit
 for bit, without DDS or timing.
@@ -132,9 +132,14 @@ class Recording:
         for stamp, pose in self.poses:
             if stamp <= t["newest_pose_ns"]:
                 history.add(stamp, pose)
-        gripper = GripperHistory()
-        for stamp, state in self.gripper:
-            gripper.add(stamp, state)
+        if "gripper" in t:   # the states the node had (it knows them by its own receipt time, not the bag's)
+            previous, current = t["gripper"]
+            gripper = GripperHistory(initial=float(previous))
+            gripper.add(cycle.chunk.stamp_ns, float(current))
+        else:
+            gripper = GripperHistory()
+            for stamp, state in self.gripper:
+                gripper.add(stamp, state)
         command = episodes.parse(cycle.instruction)
         if not isinstance(command, episodes.Pick):
             raise BagError(f"{self.bag.path}: cycle {cycle.index} answered {cycle.instruction!r}, not a pick instruction")
