@@ -241,7 +241,7 @@ def replay_graph(**arguments: str) -> list[NodeSpec]:
     stream would overrun the policy's pose queue."""
     sim_time = {"use_sim_time": True}
     # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
-    return [player(**_given(arguments, bag=("bag", str), rate=("rate", float)), topics=REPLAY_INPUTS, clock=100.0,
+    return [player(**_given(arguments, bag=("bag", str), rate=("play_rate", float)), topics=REPLAY_INPUTS, clock=100.0,
                    wait_for_subscribers=2),
             policy(**_policy_params(arguments), **sim_time),
             recorder(**_given(arguments, output_dir=("output_dir", str)), bag_prefix="replay", **sim_time)]
@@ -261,7 +261,7 @@ GRAPH_ARGUMENTS = {
     "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
     "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
     "bag": "the recorded episode to replay into the policy (replay graph)",
-    "rate": "playback speed factor of the recorded episode (replay graph; default 1)",
+    "play_rate": "playback speed factor of the recorded episode (replay graph; default 1)",
     "output_dir": "where the recorder writes the replayed episode (replay graph; default: config/recorder.yaml)",
 }
 
