@@ -230,7 +230,51 @@ def robot_graph(**arguments: str) -> list[NodeSpec]:
             controller(**_given(arguments, robot_ip=("robot_ip", str)))]
 
 
-GRAPHS = {"sim": sim_graph, "robot": robot_graph}
+def player(**params: Any) -> NodeSpec:
+    """Plays a recorded bag's topics (player_node). Without config/player.yaml: rcl's YAML parser
+    cannot take its `lock_step: false` beside the `lock_step:` mapping of `lock_step.*` (it sets
+    `lock_step.observation_topics` to false), so the player runs on its PARAMS defaults."""
+    return NodeSpec(
+        name="player",
+        executable="player_node",
+        module="graspvla_ros.nodes.player_node",
+        params=params,
+    )
+
+
+def recorder(**params: Any) -> NodeSpec:
+    """Records the stack's topics to rosbag2 MCAP (recorder_node)."""
+    return NodeSpec(
+        name="recorder",
+        executable="recorder_node",
+        module="graspvla_ros.nodes.recorder_node",
+        params_files=("recorder.yaml",),
+        params=params,
+    )
+
+
+# What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
+# played: the live policy makes them again and the recorder writes them to the new bag.
+REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw",
+                 "/side/color/camera_info", "/graspvla/ee_pose", "/graspvla/gripper_command", "/graspvla/instruction"]
+
+
+def replay_graph(**arguments: str) -> list[NodeSpec]:
+    """A recorded episode into the live policy, on the bag's clock: the player publishes the
+    recorded inputs with their original timing and `/clock` from the bag time, the policy
+    answers as it did on the robot and the recorder writes its answers to a bag of their own
+    (`graspvla replay-test` compares chunk by chunk without ROS; this graph is the same episode
+    through DDS, to look at in Foxglove). Not lock-step: released in one burst, the 200 Hz pose
+    stream would overrun the policy's pose queue."""
+    sim_time = {"use_sim_time": True}
+    # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
+    return [player(**_given(arguments, bag=("bag", str), rate=("play_rate", float)), topics=REPLAY_INPUTS, clock=100.0,
+                   wait_for_subscribers=2),
+            policy(**_policy_params(arguments), **sim_time),
+            recorder(**_given(arguments, output_dir=("output_dir", str)), bag_prefix="replay", **sim_time)]
+
+
+GRAPHS = {"sim": sim_graph, "robot": robot_graph, "replay": replay_graph}
 
 # Arguments of the graphs, as `ros2 launch ... name:=value` and `bringup GRAPH name:=value` take them.
 GRAPH_ARGUMENTS = {
@@ -243,6 +287,9 @@ GRAPH_ARGUMENTS = {
     "llm_dir": "directory of the InternLM2 tokenizer/config the checkpoint needs (graspvla backend)",
     "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
     "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
+    "bag": "the recorded episode to replay into the policy (replay graph)",
+    "play_rate": "playback speed factor of the recorded episode (replay graph; default 1)",
+    "output_dir": "where the recorder writes the replayed episode (replay graph; default: config/recorder.yaml)",
 }
 
 

@@ -3,7 +3,10 @@
 ``graspvla record [-o DIR] [--mode episode|continuous] [--topics T ...] [--split-size MB] [--split-duration S]``
 runs recorder_node; ``graspvla play BAG [--rate R] [--start S] [--loop] [--topics T ...]
 [--remap /a:=/b ...] [--clock [HZ]] [--lock-step]`` runs player_node; ``graspvla bag-info BAG``
-prints a bag's topics, counts and episode metadata. The nodes (rclpy) load inside the handlers.
+prints a bag's topics, counts and episode metadata. ``graspvla replay-test BAG --backend graspvla
+[--runtime R] [--checkpoint DIR | --tiny] [--atol A]`` runs a recorded episode's cycles again
+(graspvla_ros.policy.replay) and exits 1 where a chunk differs beyond the tolerance. The nodes
+(rclpy) and the model (torch) load inside the handlers.
 """
 from __future__ import annotations
 
@@ -57,6 +60,38 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_test(args: argparse.Namespace) -> int:
+    from graspvla_ros.bag import BagError, open_bag
+    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.replay import Recording, replay, table_header, table_row
+
+    if args.tiny == bool(args.checkpoint):
+        raise ValueError("give exactly one of --checkpoint DIR or --tiny")
+    recording = Recording.load(open_bag(args.bag))
+    recorded = recording.parameters
+    seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
+    backend = create(args.backend, checkpoint=args.checkpoint, llm_dir=args.llm_dir, runtime=args.runtime,
+                     tiny=args.tiny, onnx_dir=args.onnx_dir, seed=seed)
+    print(f"{args.bag}: {len(recording.cycles)} recorded cycles of {recording.cycles[0].instruction!r} "
+          f"(recorded with {recorded.get('backend') or '?'} / {recorded.get('runtime') or '?'}); "
+          f"replaying with {args.backend} / {args.runtime}")
+    print(table_header())
+    failed = compared = 0
+    worst = [0.0, 0.0, 0.0]
+    for result in replay(recording, backend):
+        print(table_row(result, args.atol), flush=True)
+        compared += not result.skipped
+        failed += not result.within(args.atol)
+        worst = [max(w, v) for w, v in zip(worst, (result.max_xyz, result.max_euler, result.max_gripper))]
+    if not compared:
+        raise BagError(f"{args.bag}: none of its {len(recording.cycles)} recorded cycles could be rebuilt from it")
+    verdict = "FAIL" if failed else "PASS"
+    print(f"{verdict}: {failed} of {compared} replayed cycles beyond atol {args.atol:g} or with other tokens "
+          f"({len(recording.cycles) - compared} not replayable); worst |Δxyz| {worst[0]:.2e} m, "
+          f"|Δrpy| {worst[1]:.2e} rad, |Δgripper| {worst[2]:.2e}")
+    return 1 if failed else 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The bag subcommands of `graspvla` (graspvla_ros.cli)."""
     rec = sub.add_parser("record", help="record the stack's topics to rosbag2 MCAP (recorder_node)")
@@ -88,3 +123,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("bag")
     info.add_argument("--check", action="store_true", help="read every message (finds truncated or corrupt data)")
     info.set_defaults(run=_info)
+
+    rt = sub.add_parser("replay-test", help="run a recorded episode's cycles again through a backend and compare "
+                                            "the chunks (exit 1 beyond --atol)")
+    rt.add_argument("bag", help="a bag recorded by recorder_node (or `graspvla record`) while the policy ran")
+    rt.add_argument("--backend", choices=("graspvla",), default="graspvla", help="the policy backend (graspvla)")
+    rt.add_argument("--runtime", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    rt.add_argument("--checkpoint", default="", help="official checkpoint directory to test")
+    rt.add_argument("--tiny", action="store_true",
+                    help="the tiny random checkpoint (generated with --seed: the recording's seed by default)")
+    rt.add_argument("--llm-dir", default="", help="the LLM's Hugging Face directory (default: next to the checkpoint)")
+    rt.add_argument("--onnx-dir", default="", help="`graspvla export` directory for onnxruntime/tensorrt")
+    rt.add_argument("--seed", type=int, default=None,
+                    help="seed of the tiny checkpoint (default: the recorded policy's `seed` parameter)")
+    rt.add_argument("--atol", type=float, default=1e-4,
+                    help="largest |Δ| allowed in xyz (m), Euler (rad) and gripper per waypoint (default 1e-4)")
+    rt.set_defaults(run=_replay_test)

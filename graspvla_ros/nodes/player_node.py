@@ -51,7 +51,7 @@ PARAMS = (
     Param('lock_step.timeout', 30.0,
           's to wait for an answer before giving up (exit code 1)'),
     Param('wait_for_subscribers', 0,
-          'before playing, wait until every played topic has this many subscribers (up to `start_timeout`)'),
+          'before playing, wait until every played topic has this many subscribers (up to `start_timeout`; `/clock` holds the bag start meanwhile)'),
     Param('start_timeout', 30.0,
           's to wait for `wait_for_subscribers`'),
     Param('qos_depth', 100,
@@ -128,6 +128,7 @@ class PlayerNode(Node):
                 short = [t for t, p in self.pubs.items() if p.get_subscription_count() < need]
                 self.get_logger().warning(f"starting without {need} subscriber(s) on {', '.join(short)}")
                 return
+            self._tick_clock(0.0)   # the bag's start time: nodes on sim time run their timers (discovery) meanwhile
             time.sleep(0.05)
 
     def _publish(self, msg) -> None:

@@ -293,6 +293,7 @@ class PolicyNode(Node):
                            f"no new view pair for {waited:.1f} s")
             front, side = pick_pair(fronts, sides, now, p["max_view_skew"], p["max_image_age"])
             rows, anchor = proprio_rows(front.stamp_ns, self._poses, self._gripper, ep.start_ns, p["proprio_lookback"])
+            newest_pose_ns = self._poses.newest[0]
             self._last_pair = (front.stamp_ns, side.stamp_ns)
         received = max(front.received_ns, side.received_ns)
         obs = observation_from(front, side, rows, anchor, ep.task, ep.target, p["jpeg_quality"], ep.id)
@@ -314,7 +315,9 @@ class PolicyNode(Node):
         if self._last_reason:
             self.get_logger().info(f"cycles run again (after {self._last_reason})")
             self._last_reason = ""
-        self._publish_debug(obs, out, chunk, received, infer_start, infer_end, published)
+        replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns,
+                  "gripper": [float(rows[0, 6]), float(rows[-1, 6])]}
+        self._publish_debug(obs, out, chunk, received, infer_start, infer_end, published, replay)
 
     def _skip(self, reason: str, detail: str) -> None:
         self._skips[reason] += 1
@@ -323,7 +326,7 @@ class PolicyNode(Node):
             self._last_reason = reason
 
     # --- outputs -----------------------------------------------------------------------
-    def _publish_debug(self, obs, out, chunk, received, infer_start, infer_end, published) -> None:
+    def _publish_debug(self, obs, out, chunk, received, infer_start, infer_end, published, replay) -> None:
         scale = CLIENT_SIZE / MODEL_SIZE
         for i, view in enumerate(VIEWS):
             if self.bbox_pubs[view].get_subscription_count() == 0:
@@ -338,7 +341,9 @@ class PolicyNode(Node):
         self.timings_pub.publish(String(data=json.dumps({
             "episode": obs.episode, "stamp_ns": obs.stamp_ns, "received_ms": ms(received),
             "inference_start_ms": ms(infer_start), "inference_end_ms": ms(infer_end), "published_ms": ms(published),
-            **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()}})))
+            **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()},
+            # what `graspvla replay-test` needs to run this cycle again from a bag, bit for bit
+            "seed": out.seed, "tokens": out.tokens, **replay})))
 
     def _publish_status(self, reason: str) -> None:
         with self._lock:

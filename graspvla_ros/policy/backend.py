@@ -31,6 +31,8 @@ class PolicyOutput:
     grasp_xyz: np.ndarray          # (3,) base frame
     grasp_rpy: np.ndarray          # (3,) 'sxyz'
     timings: dict[str, float] = field(default_factory=dict)  # s, per stage
+    seed: int | None = None        # the flow-noise seed it ran with (replay runs the cycle again with it)
+    tokens: list[int] = field(default_factory=list)  # generated tokens (bbox, grasp goal), where the backend has them
 
 
 class Backend(Protocol):
@@ -74,13 +76,16 @@ class GraspVLABackend:
         self.seed = seed
         self._cycle = 0
 
-    def infer(self, observation: Observation) -> PolicyOutput:
+    def infer(self, observation: Observation, seed: int | None = None) -> PolicyOutput:
+        """`seed`: the flow noise's (default: `seed` + the cycle's number in the episode); replay
+        passes the recorded one."""
         start = time.perf_counter()
         self._cycle += 1
+        seed = self.seed + self._cycle if seed is None else int(seed)
         p = self.model.predict(observation.front, observation.side, observation.instruction, observation.proprio,
-                               seed=self.seed + self._cycle)
+                               seed=seed)
         return PolicyOutput(p.waypoints, p.bbox, p.grasp_xyz, p.grasp_rpy,
-                            {"model": time.perf_counter() - start})
+                            {"model": time.perf_counter() - start}, seed, [int(t) for t in p.token_ids])
 
     def reset(self) -> None:
         self._cycle = 0
