@@ -37,7 +37,7 @@ def _play(args: argparse.Namespace) -> int:
     from graspvla_ros.nodes import player_node
 
     params = {"bag": str(args.bag), "rate": args.rate, "start": args.start, "loop": args.loop,
-              "remap": " ".join(args.remap), "clock": float(args.clock), "lock_step": args.lock_step,
+              "remap": " ".join(args.remap), "clock": float(args.clock), "lock_step.enabled": args.lock_step,
               "lock_step.timeout": args.timeout, "wait_for_subscribers": args.wait_for_subscribers}
     if args.topics:
         params["topics"] = args.topics

@@ -62,6 +62,10 @@ def yaml_value(value: Any) -> str:
 
 def config_yaml(table: Sequence[Param], title: str) -> str:
     """The config/*.yaml text for a table: `/**:` + ros__parameters, dotted names nested."""
+    groups = {p.name.rsplit(".", k)[0] for p in table for k in range(1, p.name.count(".") + 1)}
+    clash = sorted(groups & {p.name for p in table})
+    if clash:  # rcl's YAML parser rejects a key that is both a value and a mapping
+        raise ValueError(f"{title}: {clash} is both a parameter and a group of parameters")
     lines = [f"# {title} defaults: generated from its PARAMS table (python -m graspvla_ros.nodes.params --write);",
              "# meanings in docs/interfaces.md.", "/**:", "  ros__parameters:"]
     opened: list[str] = []

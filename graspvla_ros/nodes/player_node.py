@@ -42,7 +42,7 @@ PARAMS = (
           'space-separated `/from:=/to` topic renames'),
     Param('clock', 0.0,
           'Hz of `/clock` (bag time) while playing; 0: no clock'),
-    Param('lock_step', False,
+    Param('lock_step.enabled', False,
           'release one observation, then wait for the answer on `lock_step.answer_topic` (timing ignored)'),
     Param('lock_step.observation_topics', list(OBSERVATION_TOPICS),
           'the topics that make one observation'),
@@ -73,11 +73,11 @@ class PlayerNode(Node):
             raise ValueError(f"start {self.p['start']} s is outside the bag (0 … {self.bag.duration_s:.3f} s)")
         remaps = parse_remaps(self.p["remap"].split())
         answer = self.p["lock_step.answer_topic"]
-        self.topics = select_topics(self.bag, self.p["topics"], exclude=[answer] if self.p["lock_step"] else [])
+        self.topics = select_topics(self.bag, self.p["topics"], exclude=[answer] if self.p["lock_step.enabled"] else [])
         self.bag.check(self.topics, known_type=lambda t: message_class(t) is not None)
         self.cycles = cycles(self.bag, self.topics, self.p["lock_step.observation_topics"], answer) \
-            if self.p["lock_step"] else []
-        if self.p["lock_step"] and not self.cycles:
+            if self.p["lock_step.enabled"] else []
+        if self.p["lock_step.enabled"] and not self.cycles:
             raise BagError(f"{self.bag.path}: no complete observation ({', '.join(self.p['lock_step.observation_topics'])}) for lock-step")
         unplayed = [src for src in remaps if src not in self.topics]
         if unplayed:
@@ -88,7 +88,7 @@ class PlayerNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.p["clock"] > 0 else None
         self._answers = 0
         self._answer_event = threading.Condition()
-        if self.p["lock_step"]:
+        if self.p["lock_step.enabled"]:
             cls = message_class(self.bag.topics[answer].msgtype) if answer in self.bag.topics else \
                 message_class("trajectory_msgs/msg/MultiDOFJointTrajectory")
             self.create_subscription(cls, answer, self._on_answer, QoSProfile(depth=10), raw=True)
@@ -115,7 +115,7 @@ class PlayerNode(Node):
         elapsed = int(now_s * self.p["rate"] * 1e9)
         if self.p["loop"]:
             elapsed %= max(1, self.bag.end_ns - first)
-        t = self._bag_time if self.p["lock_step"] else first + elapsed
+        t = self._bag_time if self.p["lock_step.enabled"] else first + elapsed
         msg = Clock()
         msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
         self.clock_pub.publish(msg)
@@ -139,7 +139,7 @@ class PlayerNode(Node):
     def _play(self) -> None:
         try:
             self._wait_for_subscribers()
-            if self.p["lock_step"]:
+            if self.p["lock_step.enabled"]:
                 self._play_lock_step()
             else:
                 self.pacer.begin()
