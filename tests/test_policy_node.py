@@ -17,7 +17,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.franka import HOME_POSITION
+from graspvla_ros.control import HOME_POSITION
 from graspvla_ros.graph import controller, policy, sim_world
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.sim_world_node import LATCHED
