@@ -46,7 +46,8 @@ class ExpertSettings:
     max_rotation: float = 0.1         # rad per action
     align_xy: float = 0.008           # m, start descending when this close above the object
     realign_xy: float = 0.02          # m, climb back to the approach height when further off
-    close_tolerance: float = 0.003    # m, close when the TCP is this close to the grasp point
+    close_xy: float = 0.003           # m, close when the TCP is this close to the grasp point across,
+    close_tolerance: float = 0.006    # m, … this close in 3D (pressing lower trips the contact reflex),
     close_rotation: float = 0.05      # rad
     close_speed: float = 0.01         # m/s, … and nearly still (between two observations)
     finger_time: float = 1.2          # s between commanding the close and lifting
@@ -136,7 +137,7 @@ class ExpertBackend:
         if not self._descending:
             above = grasp.position + (0.0, 0.0, self.s.approach_height + self.s.grasp_below_centre)
             return self._towards(here, Pose(above, grasp.rotation), OPEN_RAW)
-        if (here.translation_to(grasp) < self.s.close_tolerance
+        if (xy_error < self.s.close_xy and here.translation_to(grasp) < self.s.close_tolerance
                 and here.rotation_to(grasp) < self.s.close_rotation and speed < self.s.close_speed):
             return self._towards(here, grasp, CLOSE_RAW)
         return self._towards(here, grasp, OPEN_RAW)
