@@ -22,22 +22,17 @@ import numpy as np
 from benchmarks.report import write_section
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.demo import DEMO_CAMERA_RATE_HZ, DEMO_SEED, SIM_POLICY, DemoClient, episode_objects, wait_for
-from graspvla_ros.graph import policy, sim_graph
+from graspvla_ros.graph import sim_graph
 
 STRATEGIES = ("streaming", "official_blocking")
 
 
 def _specs(strategy: str, **policy_params) -> list:
-    specs = []
-    for s in sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)):
-        if s.name == "sim_world":
-            s = replace(s, params={**s.params, "seed": DEMO_SEED})
-        elif s.name == "controller":
-            s = replace(s, params={**s.params, "strategy": strategy})
-        if s.name != "policy":
-            specs.append(s)
-    specs.append(policy(**policy_params, **SIM_POLICY))
-    return specs
+    """The sim graph (one clock: use_sim_time everywhere) with the strategy and backend asked for."""
+    changes = {"sim_world": {"seed": DEMO_SEED}, "controller": {"strategy": strategy},
+               "policy": {**policy_params, **SIM_POLICY}}
+    return [replace(s, params={**s.params, **changes.get(s.name, {})})
+            for s in sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ))]
 
 
 def _listen(client: DemoClient) -> tuple[list, list]:
