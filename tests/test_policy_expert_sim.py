@@ -46,6 +46,7 @@ def _grasp(world, arm, name: str, timeout: float, rejected: list) -> bool:
     return False
 
 
+@pytest.mark.timeout(900)  # eight grasps of up to 60 s each on a loaded machine
 def test_expert_grasps_and_lifts_every_object(new_loopback_host):
     from graspvla_ros.control import FrankaExecutor
 
