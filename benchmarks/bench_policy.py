@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     medians = {}
     for strategy, r in rows.items():
         ok = [took for _, success, took, _ in r["results"] if success]
-        failed = ", ".join(f"{name} ({phase})" for name, success, _, phase in r["results"] if not success) or "–"
+        failed = ", ".join(f"{name} (policy: {phase})" for name, success, _, phase in r["results"] if not success) or "–"
         medians[strategy] = float(np.median(ok)) if ok else float("nan")
         lines.append(f"| `{strategy}` | {len(ok)}/{len(r['results'])} | {medians[strategy]:.1f} | {_p(ok, 90)} | "
                      f"{max(ok) if ok else float('nan'):.1f} | {failed} |")
