@@ -3,10 +3,7 @@ truth, answering in GraspVLA's format so the rest of the stack runs closed-loop 
 
 Every cycle it replans from the observed TCP pose (the chunk's anchor) and the commanded
 gripper state: approach above the object with the fingers across its narrow side, descend,
-close, wait for the fingers, lift. The close is emitted only once the TCP is at the grasp pose
-and nearly still: the controller closes the fingers where the close waypoint is or after its
-reach timeout, whichever comes first, so a close sent while a lagging arm was still on its way
-closed them beside round objects. Its raw 4×7 actions (Δxyz, Δeuler 'sxyz', gripper 0…1) go
+close, wait for the fingers, lift. Its raw 4×7 actions (Δxyz, Δeuler 'sxyz', gripper 0…1) go
 through the model's own post-processing (`backend.postprocess`). The bbox per view is the
 object's box projected through the simulated cameras into the 224 px model input, as
 GraspVLA's bbox tokens mean it; the grasp pose is where the TCP will close.
@@ -46,10 +43,8 @@ class ExpertSettings:
     max_rotation: float = 0.1         # rad per action
     align_xy: float = 0.008           # m, start descending when this close above the object
     realign_xy: float = 0.02          # m, climb back to the approach height when further off
-    close_xy: float = 0.003           # m, close when the TCP is this close to the grasp point across,
-    close_tolerance: float = 0.006    # m, … this close in 3D (pressing lower trips the contact reflex),
-    close_rotation: float = 0.05      # rad
-    close_speed: float = 0.01         # m/s, … and nearly still (between two observations)
+    close_tolerance: float = 0.006    # m, close when the TCP is this close to the grasp point
+    close_rotation: float = 0.08      # rad
     finger_time: float = 1.2          # s between commanding the close and lifting
     release_xy: float = 0.03          # m, a closed gripper this far from the object opens first
 
@@ -80,7 +75,6 @@ class ExpertBackend:
         self._descending = False
         self._closed_at_ns: int | None = None
         self._lift_from: np.ndarray | None = None
-        self._previous: tuple[int, np.ndarray] | None = None  # (stamp ns, TCP position) of the last cycle
 
     # --- GraspVLA's answer -----------------------------------------------------------
     def infer(self, obs: Observation) -> PolicyOutput:
@@ -117,7 +111,6 @@ class ExpertBackend:
     def plan(self, obs: Observation, grasp: Pose) -> np.ndarray:
         """Four raw actions from the anchor towards the phase's goal."""
         here = obs.anchor
-        speed = self._speed(obs.stamp_ns, here.position)
         holding_elsewhere = float(np.linalg.norm(here.position[:2] - grasp.position[:2])) > self.s.release_xy
         if obs.gripper == GRIPPER_CLOSE and holding_elsewhere and self._closed_at_ns is None:
             return self._towards(here, here, OPEN_RAW)  # closed on something else: open first
@@ -137,17 +130,10 @@ class ExpertBackend:
         if not self._descending:
             above = grasp.position + (0.0, 0.0, self.s.approach_height + self.s.grasp_below_centre)
             return self._towards(here, Pose(above, grasp.rotation), OPEN_RAW)
-        if (xy_error < self.s.close_xy and here.translation_to(grasp) < self.s.close_tolerance
-                and here.rotation_to(grasp) < self.s.close_rotation and speed < self.s.close_speed):
+        if (here.translation_to(grasp) < self.s.close_tolerance
+                and here.rotation_to(grasp) < self.s.close_rotation):
             return self._towards(here, grasp, CLOSE_RAW)
         return self._towards(here, grasp, OPEN_RAW)
-
-    def _speed(self, stamp_ns: int, position: np.ndarray) -> float:
-        """TCP speed (m/s) since the previous observation; infinite without a newer one."""
-        previous, self._previous = self._previous, (stamp_ns, position.copy())
-        if previous is None or stamp_ns <= previous[0]:
-            return math.inf
-        return float(np.linalg.norm(position - previous[1])) / ((stamp_ns - previous[0]) * 1e-9)
 
     def _towards(self, here: Pose, goal: Pose, gripper: float, n: int = 4) -> np.ndarray:
         rows, p, r = [], here.position.copy(), here.rotation.copy()
