@@ -11,6 +11,7 @@ from conftest import wait_for
 from graspvla_ros.chunk import ActionChunk
 from graspvla_ros.policy.expert import ExpertBackend
 from graspvla_ros.policy.observation import GripperHistory, Observation
+from graspvla_ros.safety import ChunkRejected
 from graspvla_ros.sim.world import OBJECTS, SimWorld
 
 pytestmark = pytest.mark.sim
@@ -18,7 +19,7 @@ SEED = 7
 DT = 0.1
 
 
-def _grasp(world, arm, name: str, timeout: float) -> bool:
+def _grasp(world, arm, name: str, timeout: float, rejected: list) -> bool:
     """Runs the expert closed-loop at ≤ 5 Hz until the world reports success or `timeout`."""
     expert = ExpertBackend(world.object_poses)
     gripper = GripperHistory()
@@ -32,7 +33,12 @@ def _grasp(world, arm, name: str, timeout: float) -> bool:
         g = gripper.at(now)
         out = expert.infer(Observation(now, f"pick up {name}", name, blank, blank, np.zeros((4, 7)), state.ee, g))
         chunk = ActionChunk(now, DT, "base", out.waypoints, state.ee, g)
-        arm.submit(chunk)
+        try:
+            arm.submit(chunk)
+        except ChunkRejected as e:  # fingers moving, a contact retreat: the controller node drops it too
+            rejected.append(e.reason)
+            time.sleep(0.2)
+            continue
         for w in chunk.targets:  # the commanded gripper state, as the controller reports it
             if w.gripper != 0.0:
                 gripper.add(w.stamp_ns, w.gripper)
@@ -40,19 +46,21 @@ def _grasp(world, arm, name: str, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.timeout(900)  # eight grasps of up to 60 s each on a loaded machine
 def test_expert_grasps_and_lifts_seven_of_eight_objects_at_least(new_loopback_host):
     from graspvla_ros.control import FrankaExecutor, GripperSettings
     from graspvla_ros.graph import SIM_CONTROLLER
 
-    results = {}
+    results, rejected = {}, {}
     with SimWorld(seed=SEED, host=new_loopback_host()) as world, \
             FrankaExecutor(world.server.host, gripper=GripperSettings.from_params(SIM_CONTROLLER)) as arm:
         for spec in OBJECTS:
             arm.home()
             world.relayout(SEED)
             wait_for(lambda: world.lift_height(spec.name) > -0.005, 5, "the objects at rest")
-            results[spec.name] = _grasp(world, arm, spec.name, timeout=60)
+            rejected[spec.name] = []
+            results[spec.name] = _grasp(world, arm, spec.name, 60, rejected[spec.name])
     failed = [n for n, ok in results.items() if not ok]
-    # On the loaded 2-core test machine one object in eight has failed (green ball, orange puck:
-    # the fingers close beside a round object when the arm lags); BENCHMARKS.md has the rate.
-    assert len(failed) <= 1, f"the expert failed to grasp {failed}"
+    # On the loaded 2-core test machine one object in eight has failed (green ball, orange puck);
+    # a stricter close (at the grasp pose and still) did not fix it: see the policy helper's report.
+    assert len(failed) <= 1, f"the expert failed to grasp {failed} (chunks refused: {rejected})"

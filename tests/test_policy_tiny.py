@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -28,7 +29,7 @@ CYCLES = 10
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loopback_host, ros_node):
     lock = threading.Lock()
-    got = {"chunks": [], "timings": [], "grasp": [], "front": [], "side": []}
+    got = {"chunks": [], "timings": [], "grasp": [], "front": [], "side": [], "diagnostics": []}
     poses = PoseHistory(span_s=600.0)
 
     def keep(key):
@@ -44,6 +45,7 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
     ros_node.create_subscription(PoseStamped, "/graspvla/ee_pose", pose, 100)
     ros_node.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", keep("chunks"), 50)
     ros_node.create_subscription(String, "/graspvla/debug/timings", keep("timings"), 50)
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", keep("diagnostics"), 50)
     ros_node.create_subscription(PoseStamped, "/graspvla/debug/grasp_pose", keep("grasp"), 50)
     ros_node.create_subscription(Image, "/graspvla/debug/front/bbox_image", keep("front"), 5)
     ros_node.create_subscription(Image, "/graspvla/debug/side/bbox_image", keep("side"), 5)
@@ -63,6 +65,8 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
             except AssertionError:
                 continue
         wait_for(lambda: len(got["chunks"]) >= CYCLES or graph.failed(), 300, f"{CYCLES} chunks")
+        seen = len(got["diagnostics"])
+        wait_for(lambda: len(got["diagnostics"]) > seen + 2 or graph.failed(), 60, "diagnostics after the cycles")
         assert not graph.failed(), graph.failed()
     with lock:
         chunks = [chunk_msg.decode(m) for m in got["chunks"]]
@@ -78,8 +82,13 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
         timings = [json.loads(m.data) for m in got["timings"]]
         assert len(timings) >= CYCLES - 1
         t = timings[-1]
-        assert 0 <= t["received_ms"] <= t["inference_start_ms"] <= t["inference_end_ms"] <= t["published_ms"]
-        assert t["model_ms"] > 0
+        assert 0 <= t["received_ms"] <= t["cycle_start_ms"] <= t["inference_start_ms"] <= t["inference_end_ms"] \
+            <= t["published_ms"]
+        assert t["model_ms"] > 0 and t["overhead_ms"] >= 0
+        diag = {kv.key: kv.value for m in got["diagnostics"] for s in m.status if s.name == "graspvla/policy"
+                for kv in s.values}
+        assert int(diag["images.front"]) > 0 and int(diag["images.side"]) > 0, diag
+        assert float(diag["inference_s"]) > 0 and int(diag["images_during_inference.front"]) >= 0
         assert got["grasp"] and got["grasp"][-1].header.frame_id == "base"
         for view in ("front", "side"):
             assert got[view] and (got[view][-1].width, got[view][-1].height) == (256, 256)

@@ -100,6 +100,12 @@ class PolicyNode(Node):
         self._last_pair: tuple[int, int] | None = None
         self._skips: Counter[str] = Counter()
         self._cycles = 0
+        # image callbacks per view, in all and while the backend ran, and the backend's total time:
+        # the callback rate during inference is the second over the third (diagnostics)
+        self._images: Counter[str] = Counter()
+        self._images_inferring: Counter[str] = Counter()
+        self._inferring = False
+        self._inference_s = 0.0
         self._truth: dict | None = None
         self._object_names: list[str] = []
 
@@ -149,6 +155,9 @@ class PolicyNode(Node):
     # --- callbacks: store only -------------------------------------------------------
     def _on_image(self, view: str, msg: Image) -> None:
         received = self._now()
+        self._images[view] += 1
+        if self._inferring:
+            self._images_inferring[view] += 1
         with self._lock:
             crop = self._crops.get(view)
         try:
@@ -277,6 +286,7 @@ class PolicyNode(Node):
 
     def _cycle(self, ep: episodes.Episode) -> None:
         p = self.p
+        cycle_start, wall_start = self._now(), time.perf_counter()
         with self._lock:
             state = self._controller_state
             if state in BUSY_STATES:
@@ -297,8 +307,14 @@ class PolicyNode(Node):
             self._last_pair = (front.stamp_ns, side.stamp_ns)
         received = max(front.received_ns, side.received_ns)
         obs = observation_from(front, side, rows, anchor, ep.task, ep.target, p["jpeg_quality"], ep.id)
-        infer_start = self._now()
-        out = self.backend.infer(obs)
+        infer_start, wall_infer_start = self._now(), time.perf_counter()
+        self._inferring = True
+        try:
+            out = self.backend.infer(obs)
+        finally:
+            self._inferring = False
+            wall_infer_end = time.perf_counter()
+            self._inference_s += wall_infer_end - wall_infer_start
         infer_end = self._now()
         chunk = ActionChunk(obs.stamp_ns, p["waypoint_dt"], p["base_frame"], out.waypoints, obs.anchor, obs.gripper)
         with self._lock:
@@ -306,6 +322,8 @@ class PolicyNode(Node):
                 return  # ended or replaced while the model ran: its chunk must not move the arm
             self.chunk_pub.publish(chunk_msg.encode(chunk))
             published = self._now()
+            # the node's own work this cycle (wall clock): view pair → observation, chunk → published
+            overhead_s = (wall_infer_start - wall_start) + (time.perf_counter() - wall_infer_end)
             ep.cycles += 1
             self._cycles += 1
             if not self._controller_gripper_seen:  # until the controller reports it: our own commands
@@ -317,7 +335,7 @@ class PolicyNode(Node):
             self._last_reason = ""
         replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns,
                   "gripper": [float(rows[0, 6]), float(rows[-1, 6])]}
-        self._publish_debug(obs, out, chunk, received, infer_start, infer_end, published, replay)
+        self._publish_debug(obs, out, received, (cycle_start, infer_start, infer_end, published), overhead_s, replay)
 
     def _skip(self, reason: str, detail: str) -> None:
         self._skips[reason] += 1
@@ -326,7 +344,8 @@ class PolicyNode(Node):
             self._last_reason = reason
 
     # --- outputs -----------------------------------------------------------------------
-    def _publish_debug(self, obs, out, chunk, received, infer_start, infer_end, published, replay) -> None:
+    def _publish_debug(self, obs, out, received, times, overhead_s, replay) -> None:
+        cycle_start, infer_start, infer_end, published = times
         scale = CLIENT_SIZE / MODEL_SIZE
         for i, view in enumerate(VIEWS):
             if self.bbox_pubs[view].get_subscription_count() == 0:
@@ -340,6 +359,7 @@ class PolicyNode(Node):
         ms = lambda t: round((t - obs.stamp_ns) / 1e6, 2)  # noqa: E731
         self.timings_pub.publish(String(data=json.dumps({
             "episode": obs.episode, "stamp_ns": obs.stamp_ns, "received_ms": ms(received),
+            "cycle_start_ms": ms(cycle_start), "overhead_ms": round(overhead_s * 1e3, 2),
             "inference_start_ms": ms(infer_start), "inference_end_ms": ms(infer_end), "published_ms": ms(published),
             **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()},
             # what `graspvla replay-test` needs to run this cycle again from a bag, bit for bit
@@ -364,6 +384,10 @@ class PolicyNode(Node):
                       KeyValue(key="episode", value=str(ep.id if ep else 0)),
                       KeyValue(key="phase", value=ep.phase if ep else "idle")]
             values += [KeyValue(key=f"skipped.{k}", value=str(v)) for k, v in sorted(self._skips.items())]
+            values += [KeyValue(key=f"images.{v}", value=str(self._images[v])) for v in VIEWS]
+            values += [KeyValue(key=f"images_during_inference.{v}", value=str(self._images_inferring[v]))
+                       for v in VIEWS]
+            values.append(KeyValue(key="inference_s", value=f"{self._inference_s:.3f}"))
             level = DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK
         msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name="graspvla/policy", values=values,
                                                        message=self._last_reason or "ok",

@@ -145,8 +145,14 @@ class SimWorldNode(Node):
         return response
 
     def _reset_objects(self, _request, response):
+        """Objects to the next seed's layout; any failure is the response's message, never a crash."""
         seed = self.world.seed + 1
-        self.world.relayout(seed)
+        try:
+            self.world.relayout(seed)
+        except Exception as e:  # noqa: BLE001 - the world keeps running; the caller reads why
+            self.get_logger().error(f"sim/reset_objects: seed {seed}: {e}")
+            response.success, response.message = False, f"objects not re-placed (seed {seed}): {e}"
+            return response
         response.success, response.message = True, f"objects re-placed with seed {seed}"
         return response
 

@@ -132,9 +132,21 @@ class Placement:
 
 
 def random_layout(seed: int, objects=OBJECTS, clearance: float = 0.02,
-                  tries: int = 10_000) -> dict[str, Placement]:
-    """Non-overlapping placements of `objects` inside the workspace, reproducible from `seed`."""
+                  tries: int = 10_000, attempts: int = 100) -> dict[str, Placement]:
+    """Non-overlapping placements of `objects` inside the workspace, reproducible from `seed`.
+
+    Objects are placed one by one; when one finds no free spot in `tries` draws (the earlier
+    ones boxed it in), the whole layout starts over, drawing on from the same generator, so
+    every seed yields a layout and seeds that fit at once keep the layout they always had."""
     rng = np.random.default_rng(seed)
+    for _ in range(attempts):
+        placed = _place(rng, objects, clearance, tries)
+        if placed is not None:
+            return placed
+    raise RuntimeError(f"no non-overlapping layout of {len(objects)} objects in {attempts} attempts (seed {seed})")
+
+
+def _place(rng: np.random.Generator, objects, clearance: float, tries: int) -> dict[str, Placement] | None:
     placed: dict[str, Placement] = {}
     for spec in objects:
         for _ in range(tries):
@@ -145,7 +157,7 @@ def random_layout(seed: int, objects=OBJECTS, clearance: float = 0.02,
                 placed[spec.name] = Placement(x, y, rng.uniform(-math.pi, math.pi))
                 break
         else:
-            raise RuntimeError(f"could not place {spec.name!r} without overlap (seed {seed})")
+            return None
     return placed
 
 
@@ -295,7 +307,8 @@ class SimWorld:
 
     def relayout(self, seed: int) -> None:
         """Put every object back on the table at the layout of `seed` (at rest)."""
-        self.seed, self.layout = seed, random_layout(seed)
+        layout = random_layout(seed)  # may raise: then nothing has moved
+        self.seed, self.layout = seed, layout
         with self.server.lock:
             for spec in self.scene.objects:
                 p = self.layout[spec.name]
