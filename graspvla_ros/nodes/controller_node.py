@@ -18,6 +18,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.control import Compliance, ContactSettings, ControllerState, FrankaExecutor, GripperSettings
+from graspvla_ros.control.robot_clock import RobotClock
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp, pose_to_msg
@@ -150,6 +151,7 @@ class ControllerNode(Node):
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
         self._streaming = threading.Event()
+        self.robot_clock = RobotClock(sim_time=self.get_parameter("use_sim_time").value)
         self._state_thread = threading.Thread(
             target=periodic, args=(self, 1.0 / p["state_rate_hz"], self._publish_robot_state, self._streaming),
             name="state-publisher", daemon=True)
@@ -193,12 +195,13 @@ class ControllerNode(Node):
 
     def _publish_robot_state(self) -> None:
         s = self.robot.read_state()
-        stamp = ns_to_stamp(s.stamp_ns)
+        stamp_ns = self.robot_clock.to_node_ns(s.robot_time, s.stamp_ns)
+        stamp = ns_to_stamp(stamp_ns)
         js = JointState(name=self.joint_names, position=[*s.joints, s.gripper_width / 2, s.gripper_width / 2],
                         velocity=[*s.joint_velocities, 0.0, 0.0])
         js.header.stamp = stamp
         self.joint_pub.publish(js)
-        self.pose_pub.publish(pose_to_msg(s.ee, self.base_frame, s.stamp_ns))
+        self.pose_pub.publish(pose_to_msg(s.ee, self.base_frame, stamp_ns))
         self.width_pub.publish(Float64(data=s.gripper_width))
 
     def _publish_diagnostics(self) -> None:
