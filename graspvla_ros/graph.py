@@ -92,81 +92,47 @@ def format_param(value: Any) -> str:
     return repr(value)
 
 
+def _node(program: str, name: str, params: dict[str, Any]) -> NodeSpec:
+    """The node `graspvla_ros.nodes.<program>` (console script `<program>`) named `name`, with
+    its defaults from config/<program without _node>.yaml."""
+    return NodeSpec(name=name, executable=program, module=f"graspvla_ros.nodes.{program}",
+                    params_files=(f"{program.removesuffix('_node')}.yaml",), params=params)
+
+
 def controller(**params: Any) -> NodeSpec:
-    return NodeSpec(
-        name="controller",
-        executable="controller_node",
-        module="graspvla_ros.nodes.controller_node",
-        params_files=("controller.yaml",),
-        params=params,
-    )
+    """Streams action chunks to the Franka through franky, inside the safety limits."""
+    return _node("controller_node", "controller", params)
 
 
 def scripted_chunks(**params: Any) -> NodeSpec:
-    """The demo's stand-in policy: streams a scripted square + gripper close/open, then exits."""
-    return NodeSpec(
-        name="scripted_chunks",
-        executable="scripted_chunks_node",
-        module="graspvla_ros.nodes.scripted_chunks_node",
-        params_files=("scripted_chunks.yaml",),
-        params=params,
-    )
-
-
-def policy(**params: Any) -> NodeSpec:
-    """The policy: GraspVLA (backend `graspvla`) or the simulation's expert on the two cameras."""
-    return NodeSpec(
-        name="policy",
-        executable="policy_node",
-        module="graspvla_ros.nodes.policy_node",
-        params_files=("policy.yaml",),
-        params=params,
-    )
-
-
-def camera(name: str, **params: Any) -> NodeSpec:
-    """One RealSense colour camera ("front" or "side"); set `serial` per camera on the robot."""
-    return NodeSpec(
-        name=f"{name}_camera",
-        executable="camera_node",
-        module="graspvla_ros.nodes.camera_node",
-        params_files=("camera.yaml",),
-        params={"name": name, **params},
-    )
-
-
-def sim_world(**params: Any) -> NodeSpec:
-    """franky-sim (FR3 on `host`) with the table world and the two simulated cameras."""
-    return NodeSpec(
-        name="sim_world",
-        executable="sim_world_node",
-        module="graspvla_ros.nodes.sim_world_node",
-        params_files=("sim_world.yaml",),
-        params=params,
-    )
+    """A scripted stand-in policy (square + gripper close/open) for the controller's tests and benchmark."""
+    return _node("scripted_chunks_node", "scripted_chunks", params)
 
 
 def policy(**params: Any) -> NodeSpec:
     """GraspVLA on the two camera views: instructions in, action chunks out (`backend` picks
     the model runtime, or `expert`, the simulation's ground-truth planner)."""
-    return NodeSpec(
-        name="policy",
-        executable="policy_node",
-        module="graspvla_ros.nodes.policy_node",
-        params_files=("policy.yaml",),
-        params=params,
-    )
+    return _node("policy_node", "policy", params)
+
+
+def camera(name: str, **params: Any) -> NodeSpec:
+    """One RealSense colour camera ("front" or "side"); set `serial` per camera on the robot."""
+    return _node("camera_node", f"{name}_camera", {"name": name, **params})
+
+
+def sim_world(**params: Any) -> NodeSpec:
+    """franky-sim (FR3 on `host`) with the table world and the two simulated cameras."""
+    return _node("sim_world_node", "sim_world", params)
 
 
 def recorder(**params: Any) -> NodeSpec:
     """Records the stack's topics to rosbag2 MCAP, a bag per episode by default."""
-    return NodeSpec(
-        name="recorder",
-        executable="recorder_node",
-        module="graspvla_ros.nodes.recorder_node",
-        params_files=("recorder.yaml",),
-        params=params,
-    )
+    return _node("recorder_node", "recorder", params)
+
+
+def player(**params: Any) -> NodeSpec:
+    """Publishes a recorded bag's topics with their original timing."""
+    return _node("player_node", "player", params)
 
 
 SIM_HOST = "127.0.0.1"
@@ -228,29 +194,6 @@ def robot_graph(**arguments: str) -> list[NodeSpec]:
             camera("side", **_given(arguments, serial=("side_serial", str))),
             policy(**_policy_params(arguments)),
             controller(**_given(arguments, robot_ip=("robot_ip", str)))]
-
-
-def player(**params: Any) -> NodeSpec:
-    """Plays a recorded bag's topics (player_node). Without config/player.yaml: rcl's YAML parser
-    cannot take its `lock_step: false` beside the `lock_step:` mapping of `lock_step.*` (it sets
-    `lock_step.observation_topics` to false), so the player runs on its PARAMS defaults."""
-    return NodeSpec(
-        name="player",
-        executable="player_node",
-        module="graspvla_ros.nodes.player_node",
-        params=params,
-    )
-
-
-def recorder(**params: Any) -> NodeSpec:
-    """Records the stack's topics to rosbag2 MCAP (recorder_node)."""
-    return NodeSpec(
-        name="recorder",
-        executable="recorder_node",
-        module="graspvla_ros.nodes.recorder_node",
-        params_files=("recorder.yaml",),
-        params=params,
-    )
 
 
 # What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
