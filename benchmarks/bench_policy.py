@@ -15,24 +15,21 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 
 from benchmarks.report import write_section
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.demo import DEMO_CAMERA_RATE_HZ, DEMO_SEED, SIM_POLICY, DemoClient, episode_objects, wait_for
-from graspvla_ros.graph import sim_graph
+from graspvla_ros.demo import DEMO_CAMERA_RATE_HZ, DEMO_SEED, DemoClient, episode_objects, wait_for
+from graspvla_ros.graph import configure, sim_graph
 
 STRATEGIES = ("streaming", "official_blocking")
 
 
 def _specs(strategy: str, **policy_params) -> list:
     """The sim graph (one clock: use_sim_time everywhere) with the strategy and backend asked for."""
-    changes = {"sim_world": {"seed": DEMO_SEED}, "controller": {"strategy": strategy},
-               "policy": {**policy_params, **SIM_POLICY}}
-    return [replace(s, params={**s.params, **changes.get(s.name, {})})
-            for s in sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ))]
+    return configure(sim_graph(sim_camera_rate_hz=str(DEMO_CAMERA_RATE_HZ)), sim_world={"seed": DEMO_SEED},
+                     controller={"strategy": strategy}, policy=policy_params)
 
 
 def _listen(client: DemoClient) -> tuple[list, list]:
@@ -63,6 +60,8 @@ def run(strategy: str, episodes: int, timeout: float) -> dict:
                 if not reset:
                     raise RuntimeError(detail)
                 time.sleep(2.5 / DEMO_CAMERA_RATE_HZ)
+                wait_for(lambda: client.target_pub.get_subscription_count() > 0, 60,
+                         "sim_world's sim/set_target subscription", graph)
                 client.target_pub.publish(client.String(data=name))
                 first = len(client.status)
                 start = time.monotonic()

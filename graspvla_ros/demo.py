@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # views of the new layout reach the policy first (one may have been rendered before)
                 frames = client.camera_frames
                 wait_for(lambda: client.camera_frames >= frames + 2, 60, "the cameras to show the new layout", graph)
+                wait_for(lambda: client.target_pub.get_subscription_count() > 0, 60,
+                         "sim_world's sim/set_target subscription", graph)
                 client.target_pub.publish(client.String(data=name))
                 with client.lock:
                     for v in client.views.values():

@@ -100,6 +100,8 @@ def rec(stack, ros_node):
 
 
 def test_expert_grasps_and_lifts_the_named_object_with_anchors_at_the_exposure_pose(stack, rec):
+    # sim_world's subscription is volatile: a target sent before it matched would be lost
+    wait_for(lambda: rec.set_target.get_subscription_count() > 0, 60, "sim_world's sim/set_target subscription")
     rec.set_target.publish(String(data="red cube"))
     rec.say("pick up the red cube")
     wait_for(lambda: rec.last_status()["target"] == "red cube", 30, "the episode to start")
