@@ -57,7 +57,7 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
         wait_for(lambda: say.get_subscription_count() > 0 or graph.failed(), 300, "the policy (tiny checkpoint)")
         assert not graph.failed(), graph.failed()
         # this test's own pose history must reach back past the first cycle's views (≤ 0.9 s old)
-        wait_for(lambda: poses.newest() and poses.newest()[0] - poses.oldest_ns > 1.5e9 or graph.failed(), 120,
+        wait_for(lambda: poses.newest and poses.newest[0] - poses.oldest_ns > 1.5e9 or graph.failed(), 120,
                  "1.5 s of the controller's TCP poses here")
         # the first instruction can be lost while discovery completes on the policy's side
         for _ in range(5):
