@@ -142,6 +142,28 @@ def test_every_parameter_set_in_config_or_the_graph_is_declared_by_its_node():
         assert not undeclared, f"{graph} graph sets {undeclared} on {spec.name}, not declared by {spec.module}"
 
 
+def test_a_float_parameter_given_as_an_integer_reads_as_a_float_and_text_there_is_refused():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from graspvla_ros.nodes.params import Param, declare
+
+    table = (Param("episode_timeout", 60.0, "s"), Param("name", "front", "a string"))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("params_int", context=context,
+                                 parameter_overrides=[Parameter("episode_timeout", value=90)])
+        values = declare(node, table)
+        assert values == {"episode_timeout": 90.0, "name": "front"} and isinstance(values["episode_timeout"], float)
+        bad = rclpy.create_node("params_text", context=context,
+                                parameter_overrides=[Parameter("episode_timeout", value="long")])
+        with pytest.raises(ValueError, match="'episode_timeout' must be a number, got 'long'"):
+            declare(bad, table)
+    finally:
+        rclpy.shutdown(context=context)
+
+
 def test_launch_file_and_bringup_set_the_dds_transport_that_scripts_isolated_sets():
     source = (ROOT / "launch" / "graspvla.launch.py").read_text()
     tree = ast.parse(source)

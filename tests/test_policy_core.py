@@ -130,6 +130,14 @@ def test_episode_succeeds_after_closing_and_lifting_10_cm_and_times_out_otherwis
     assert not e.update(3 * 10**9, 0.11, GRIPPER_CLOSE) and e.running
     assert e.update(4 * 10**9, 0.125, GRIPPER_CLOSE) and e.phase == "succeeded"
     assert not e.end("stopped", "late") and e.phase == "succeeded"
+    empty = episode.Episode(3, "red cube", "pick up red cube", start_ns=0, timeout_s=30)
+    assert not empty.update(1 * 10**9, 0.02, GRIPPER_CLOSE, width=0.0004)
+    assert empty.update(2 * 10**9, 0.15, GRIPPER_CLOSE, width=0.0004) and empty.running, "said once, goes on"
+    assert "closed on nothing (width 0.4 mm)" in empty.reason
+    assert not empty.update(3 * 10**9, 0.16, GRIPPER_CLOSE, width=0.0004)
+    assert not empty.update(4 * 10**9, 0.16, GRIPPER_OPEN) and not empty.update(5 * 10**9, 0.02, GRIPPER_CLOSE, 0.04)
+    assert empty.update(6 * 10**9, 0.15, GRIPPER_CLOSE, width=0.04) and empty.phase == "succeeded"
+
     t = episode.Episode(2, "red cube", "pick up red cube", start_ns=0, timeout_s=5)
     assert t.update(6 * 10**9, 0.3, GRIPPER_OPEN) and t.phase == "timeout"
     assert t.status()["phase"] == "timeout" and t.status()["episode"] == 2
@@ -173,7 +181,7 @@ def test_expert_answers_in_graspvla_format_and_approaches_from_above():
     body_x = np.array([math.cos(yaw), math.sin(yaw), 0])
     assert abs(grasp.rotation[:, 1] @ body_x) == pytest.approx(1.0, abs=1e-6)
     assert grasp.rotation[:, 2] @ (0, 0, -1) == pytest.approx(1.0, abs=1e-6), "TCP z points down"
-    assert out.grasp_xyz == pytest.approx([0.55, 0.1, 0.015])
+    assert out.grasp_xyz == pytest.approx([0.55, 0.1, 0.02]), "at the centre: the finger pads centred on it"
     # the bbox holds the bar's projection in both 224 px views
     from graspvla_ros.sim.world import CAMERAS
     for (x1, y1, x2, y2), cam in zip(out.bbox, CAMERAS):
@@ -207,3 +215,33 @@ def test_expert_opens_a_gripper_closed_elsewhere_before_approaching():
     out = _expert({"red cube": cube}).infer(_obs(Pose.from_xyz_rpy((0.4, 0.2, 0.2), HOME_RPY), GRIPPER_CLOSE,
                                                  target="red cube"))
     assert GRIPPER_OPEN in out.waypoints[:, 6] and np.abs(out.waypoints[:, :3]).max() < 1e-9
+
+
+def test_expert_takes_a_round_object_across_the_line_clear_of_its_neighbours():
+    ball = (np.array([0.5, 0.0, 0.025]), np.array([1.0, 0, 0, 0]))
+    # a tall neighbour 6.5 cm away along the home hand's closing line (y = (sin ψ, −cos ψ) at ψ = π/4)
+    home_y = np.array([math.sin(HOME_RPY[2]), -math.cos(HOME_RPY[2])])
+    cylinder = (np.array([*(ball[0][:2] + 0.065 * home_y), 0.035]), np.array([1.0, 0, 0, 0]))
+    expert = _expert({"green ball": ball, "blue cylinder": cylinder})
+    out = expert.infer(_obs(Pose.from_xyz_rpy((0.5, 0.0, 0.2), HOME_RPY), target="green ball"))
+    closing = Pose.from_xyz_rpy(out.grasp_xyz, out.grasp_rpy).rotation[:2, 1]
+    assert abs(float(closing @ home_y)) <= math.cos(math.radians(60)) + 1e-9, "the fingers must not open toward the cylinder"
+    assert out.grasp_xyz[2] == pytest.approx(0.025), "pads centred on the ball: lower, it pops up out of them"
+    again = expert.infer(_obs(Pose.from_xyz_rpy((0.5, 0.0, 0.15), (np.pi, 0.0, 0.3)), target="green ball"))
+    assert np.allclose(again.grasp_rpy, out.grasp_rpy), "the line chosen is kept"
+
+
+def test_expert_opens_and_tries_again_when_the_lift_leaves_the_object_behind():
+    cube = (np.array([0.5, 0.0, 0.02]), np.array([1.0, 0, 0, 0]))
+    expert = _expert({"red cube": cube})
+    probe = expert.infer(_obs(Pose.from_xyz_rpy((0.5, 0.0, 0.2), HOME_RPY), target="red cube"))
+    at_grasp = Pose.from_xyz_rpy(probe.grasp_xyz, probe.grasp_rpy)
+    expert.infer(_obs(Pose(at_grasp.position + (0, 0, 0.05), at_grasp.rotation), target="red cube"))
+    expert.infer(_obs(at_grasp, target="red cube"))
+    expert.infer(_obs(at_grasp, GRIPPER_CLOSE, stamp_ns=2 * 10**9, target="red cube"))
+    up = Pose(at_grasp.position + (0, 0, 0.05), at_grasp.rotation)  # lifted 5 cm, the cube still on the table
+    missed = expert.infer(_obs(up, GRIPPER_CLOSE, stamp_ns=4 * 10**9, target="red cube"))
+    assert GRIPPER_OPEN in missed.waypoints[:, 6] and np.abs(missed.waypoints[:, :3]).max() < 1e-9
+    reopened = expert.infer(_obs(up, GRIPPER_OPEN, stamp_ns=5 * 10**9, target="red cube"))
+    assert GRIPPER_CLOSE not in reopened.waypoints[:, 6] and reopened.waypoints[:, 2].sum() < 0, \
+        "open, it goes down for the cube again"

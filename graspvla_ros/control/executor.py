@@ -327,15 +327,24 @@ class FrankaExecutor:
         if not self._machine.current(epoch):
             raise _Interrupted()
 
-    def _wait(self, epoch: int, done: Callable[[], bool], timeout: float) -> bool:
-        """Poll `done` until true or `timeout`; watches for contact and the epoch meanwhile."""
-        deadline = time.monotonic() + timeout
+    def _wait(self, epoch: int, done: Callable[[], bool], timeout: float, poll: float = 0.005) -> bool:
+        """Check `done` every `poll` s until true or `timeout` s passed, both on the executor's
+        clock (sim time in the sim graph: a slowed simulator slows the waits with it); watches
+        for contact and the epoch every 5 ms meanwhile. A clock that stops (no /clock) ends
+        the wait after 10× its timeout of wall time."""
+        start = next_check = self.clock()
+        backstop = time.monotonic() + 10 * timeout + 1.0
         while True:
             self._check(epoch)
             self._check_contact()
-            if done():
-                return True
-            if time.monotonic() >= deadline:
+            now = self.clock()
+            if now >= next_check:
+                if done():
+                    return True
+                if now - start >= timeout * 1e9:
+                    return False
+                next_check = now + round(poll * 1e9)
+            if time.monotonic() >= backstop:
                 return False
             time.sleep(0.005)
 
@@ -557,12 +566,16 @@ class FrankaExecutor:
             if gripper:
                 self._arrive(epoch, path[-1].pose, 2.0)
         else:
+            # Paced as the official client: it checks arrival, then again one poll period
+            # (= step_timeout) later, and goes on either way: ~0.1 s per waypoint.
             for w in path:
                 self._issue(epoch, self._arm.move_to, w.pose)
                 self._last_commanded = w.pose
-                self._wait(epoch, lambda: planner.reached(self.read_state().ee, w.pose, *t.step_tolerance), t.step_timeout)
+                self._wait(epoch, lambda: planner.reached(self.read_state().ee, w.pose, *t.step_tolerance),
+                           t.step_timeout, poll=t.step_timeout)
             goal = path[-1].pose
             if gripper:
                 self._arrive(epoch, goal, t.reach_timeout)
             elif last:
-                self._wait(epoch, lambda: planner.reached(self.read_state().ee, goal, *t.settle_tolerance), t.settle_timeout)
+                self._wait(epoch, lambda: planner.reached(self.read_state().ee, goal, *t.settle_tolerance),
+                           t.settle_timeout, poll=t.step_timeout)

@@ -46,11 +46,23 @@ def defaults(table: Sequence[Param]) -> dict[str, Any]:
 
 
 def declare(node, table: Sequence[Param]) -> dict[str, Any]:
-    """Declare every parameter of `table` on `node`; returns {name: value} as set at start."""
+    """Declare every parameter of `table` on `node`; returns {name: value} as set at start.
+
+    A float parameter also takes an integer (`-p episode_timeout:=90`, which rclpy would
+    refuse as the wrong type) and reads as a float; anything else there is a clear error."""
     from rcl_interfaces.msg import ParameterDescriptor
 
-    return {p.name: node.declare_parameter(p.name, p.default, ParameterDescriptor(description=p.meaning)).value
-            for p in table}
+    values = {}
+    for p in table:
+        number = isinstance(p.default, float)
+        descriptor = ParameterDescriptor(description=p.meaning, dynamic_typing=number)
+        value = node.declare_parameter(p.name, p.default, descriptor).value
+        if number:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"parameter {p.name!r} must be a number, got {value!r}")
+            value = float(value)
+        values[p.name] = value
+    return values
 
 
 def yaml_value(value: Any) -> str:

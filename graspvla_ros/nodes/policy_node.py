@@ -69,6 +69,8 @@ PARAMS = (
           's after which an episode without a successful grasp ends'),
     Param('lift_success', 0.10,
           'm the TCP must rise after the gripper closed for the episode to succeed'),
+    Param('min_grasp_width', 0.005,
+          'm, a closed gripper measured narrower than this (/graspvla/gripper_width) holds nothing: no success'),
     Param('base_frame', 'base',
           'the frame chunks must be in and poses are published in'),
     Param('controller', '/controller',
@@ -93,6 +95,7 @@ class PolicyNode(Node):
         self._poses = PoseHistory()
         self._gripper = GripperHistory()
         self._controller_gripper_seen = False
+        self._width: float | None = None  # measured finger width, None until the controller says
         self._controller_state = ""
         self._episode: episodes.Episode | None = None
         self._episode_count = 0
@@ -137,6 +140,7 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data)
         self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)
         self.create_subscription(Float64, "/graspvla/gripper_command", self._on_gripper, LATCHED)
+        self.create_subscription(Float64, "/graspvla/gripper_width", self._on_width, 10)
         self.create_subscription(String, f"{controller}/state", self._on_controller_state, LATCHED)
         self.create_subscription(String, "/graspvla/instruction", self._on_instruction, 10)
         self.create_timer(0.1, self._check_episode)
@@ -191,6 +195,9 @@ class PolicyNode(Node):
             self._controller_gripper_seen = True
             self._gripper.add(self._now(), float(msg.data))
 
+    def _on_width(self, msg: Float64) -> None:
+        self._width = float(msg.data)
+
     def _on_controller_state(self, msg: String) -> None:
         with self._lock:
             self._controller_state = msg.data
@@ -224,7 +231,8 @@ class PolicyNode(Node):
             if isinstance(command, episodes.Pick):
                 self._episode_count += 1
                 self._episode = episodes.Episode(self._episode_count, command.target, command.task, self._now(),
-                                                 self.p["episode_timeout"], self.p["lift_success"])
+                                                 self.p["episode_timeout"], self.p["lift_success"],
+                                                 self.p["min_grasp_width"])
                 self.backend.reset()
                 self._wake.notify_all()
         if ended is not None and isinstance(command, episodes.Pick):
@@ -247,17 +255,20 @@ class PolicyNode(Node):
                                  self.get_logger().warning(f"{what} failed: {f.result().message}"))
 
     def _check_episode(self) -> None:
-        """Success (closed and lifted) or timeout, from the newest TCP pose and gripper state."""
+        """Success (closed on something and lifted) or timeout, from the newest TCP pose, the
+        commanded gripper state and the measured finger width."""
         with self._lock:
             ep = self._episode
             if ep is None or not ep.running:
                 return
             newest = self._poses.newest
             now = self._now()
-            ended = ep.update(now, None if newest is None else float(newest[1].position[2]), self._gripper.at(now))
-        if ended:
+            changed = ep.update(now, None if newest is None else float(newest[1].position[2]), self._gripper.at(now),
+                                self._width)
+        if changed:
             self.get_logger().info(f"episode {ep.id} {ep.phase}: {ep.reason}")
-            self._call(self.hold_client, "hold")
+            if not ep.running:
+                self._call(self.hold_client, "hold")
             self._publish_status(ep.reason)
 
     # --- worker ------------------------------------------------------------------------

@@ -4,9 +4,11 @@
 name → Pick("red cube"); "stop" → Stop; "home" → Home; empty, non-printable or over-long text
 is refused (`Refused.reason`). The model reads the official prompt's task, "pick up {object}".
 
-An `Episode` ends by itself on success (gripper commanded closed and the TCP lifted
-≥ `lift_success` since the close) or on a timeout; a new instruction, "stop" or "home" end it
-from outside.
+An `Episode` ends by itself on success (gripper commanded closed on something, i.e. the
+measured width at least `min_grasp_width`, and the TCP lifted ≥ `lift_success` since the
+close) or on a timeout; a new instruction, "stop" or "home" end it from outside. A lift with
+the fingers closed on nothing is said in `reason` and the episode goes on (the policy may
+open and try again).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from graspvla_ros.chunk import GRIPPER_CLOSE
 
 MAX_INSTRUCTION_CHARS = 256
 LIFT_SUCCESS_M = 0.10
+MIN_GRASP_WIDTH_M = 0.005
 _ARTICLES = re.compile(r"^(the|a|an)(\s+|$)")
 
 
@@ -80,10 +83,12 @@ class Episode:
     start_ns: int
     timeout_s: float
     lift_success: float = LIFT_SUCCESS_M
+    min_grasp_width: float = MIN_GRASP_WIDTH_M
     phase: str = "running"
     reason: str = ""
     cycles: int = 0
     closed_z: float | None = field(default=None, repr=False)
+    lifted_empty: bool = field(default=False, repr=False)
 
     @property
     def running(self) -> bool:
@@ -96,17 +101,25 @@ class Episode:
         self.phase, self.reason = phase, reason
         return True
 
-    def update(self, now_ns: int, tcp_z: float | None, gripper: float) -> bool:
-        """Track the grasp; ends the episode on success or timeout. True if it ended now."""
+    def update(self, now_ns: int, tcp_z: float | None, gripper: float, width: float | None = None) -> bool:
+        """Track the grasp from the TCP height, the commanded gripper state and the measured
+        finger width (None: not known, not checked). Ends the episode on success or timeout.
+        True if it ended now or its reason changed (a lift on an empty gripper)."""
         if not self.running:
             return False
         if gripper == GRIPPER_CLOSE and tcp_z is not None:
             if self.closed_z is None:
                 self.closed_z = tcp_z
             elif tcp_z - self.closed_z >= self.lift_success:
-                return self.end("succeeded", f"gripper closed and lifted {(tcp_z - self.closed_z) * 100:.1f} cm")
+                lifted = f"lifted {(tcp_z - self.closed_z) * 100:.1f} cm"
+                if width is None or width >= self.min_grasp_width:
+                    return self.end("succeeded", f"gripper closed and {lifted}")
+                if not self.lifted_empty:
+                    self.lifted_empty = True
+                    self.reason = f"{lifted} with the gripper closed on nothing (width {width * 1000:.1f} mm)"
+                    return True
         elif gripper != GRIPPER_CLOSE:
-            self.closed_z = None
+            self.closed_z, self.lifted_empty = None, False
         if (now_ns - self.start_ns) / 1e9 > self.timeout_s:
             return self.end("timeout", f"no successful grasp within {self.timeout_s:g} s")
         return False

@@ -2,9 +2,10 @@
 truth, answering in GraspVLA's format so the rest of the stack runs closed-loop without weights.
 
 Every cycle it replans from the observed TCP pose (the chunk's anchor) and the commanded
-gripper state: approach above the object with the fingers across its narrow side, descend,
-close, wait for the fingers, lift. Its raw 4×7 actions (Δxyz, Δeuler 'sxyz', gripper 0…1) go
-through the model's own post-processing (`backend.postprocess`). The bbox per view is the
+gripper state: approach above the object with the fingers across its narrow side (a round
+object: across the line clearest of its neighbours), descend, close, wait for the fingers,
+lift; a lift that leaves the object behind opens and tries again. Its raw 4×7 actions (Δxyz,
+Δeuler 'sxyz', gripper 0…1) go through the model's own post-processing (`backend.postprocess`). The bbox per view is the
 object's box projected through the simulated cameras into the 224 px model input, as
 GraspVLA's bbox tokens mean it; the grasp pose is where the TCP will close.
 """
@@ -38,7 +39,7 @@ class ExpertSettings:
     approach_height: float = 0.10     # m above the object's centre before descending
     lift: float = 0.20                # m lifted after the fingers closed
     min_tcp_height: float = 0.012     # m, the fingertips stay off the table
-    grasp_below_centre: float = 0.005  # m, TCP below the object's centre when closing
+    finger_reach: float = 0.06        # m from the TCP to the outside of an open finger
     max_step: float = 0.02            # m per action (0.01 per waypoint)
     max_rotation: float = 0.1         # rad per action
     align_xy: float = 0.008           # m, start descending when this close above the object
@@ -47,6 +48,7 @@ class ExpertSettings:
     close_rotation: float = 0.08      # rad
     finger_time: float = 1.2          # s between commanding the close and lifting
     release_xy: float = 0.03          # m, a closed gripper this far from the object opens first
+    miss_lift: float = 0.03           # m lifted with the object rising less than half of it: missed
 
 
 OPEN_RAW, CLOSE_RAW = 1.0, 0.0  # raw action gripper values (model space: < 0.4 close, > 0.6 open)
@@ -75,6 +77,9 @@ class ExpertBackend:
         self._descending = False
         self._closed_at_ns: int | None = None
         self._lift_from: np.ndarray | None = None
+        self._line: float | None = None  # closing line kept for a round object
+        self._object_z = 0.0  # the object's height when the fingers closed
+        self._missed = False  # the lift left the object behind: open, then approach again
 
     # --- GraspVLA's answer -----------------------------------------------------------
     def infer(self, obs: Observation) -> PolicyOutput:
@@ -86,49 +91,80 @@ class ExpertBackend:
             raise Skip("unknown_object", f"{obs.target!r} is not in the simulated world "
                                          f"(objects: {', '.join(truth)})")
         position, quat_wxyz = truth[obs.target]
-        grasp = self.grasp_pose(obs.target, position, quat_wxyz, obs.anchor.rotation)
-        actions = self.plan(obs, grasp)
+        others = [(p, object_spec(n).radius) for n, (p, _) in truth.items() if n != obs.target]
+        grasp = self.grasp_pose(obs.target, position, quat_wxyz, obs.anchor.rotation, others)
+        actions = self.plan(obs, grasp, float(position[2]))
         bbox = np.array([self.bbox(cam, obs.target, position) for cam in CAMERAS])
         return PolicyOutput(postprocess(actions), bbox, grasp.position.copy(), matrix_to_euler(grasp.rotation),
                             {"model": time.perf_counter() - start})
 
-    def grasp_pose(self, name: str, position, quat_wxyz, current_rotation: np.ndarray) -> Pose:
+    def grasp_pose(self, name: str, position, quat_wxyz, current_rotation: np.ndarray,
+                   others: list[tuple[np.ndarray, float]] = ()) -> Pose:
         """TCP pose that closes the fingers (which open along the hand's y) across the object's
-        narrow side, pointing down, with the yaw nearest to the current one."""
+        narrow side, pointing down, with the yaw nearest to the current one; at the object's
+        centre height, where the finger pads are centred on it (lower, a squeezed sphere or
+        egg pops up out of the pads). A round object is taken across the line whose open
+        fingers stay clearest of the other objects (`others`: position, footprint radius)."""
         body = Rotation.from_quat(np.roll(quat_wxyz, -1)).as_matrix()
-        hand_y_now = current_rotation[:, 1]
         if name in ROUND:
-            theta = math.atan2(hand_y_now[1], hand_y_now[0])
+            theta = self._clearest_line(position, current_rotation[:, 1], others)
         else:
             axis = body[:, 1] if name in CLOSE_ALONG_Y else body[:, 0]
             theta = math.atan2(axis[1], axis[0])
         # R = Rz(ψ)·Rx(π): TCP z down, hand y = (sin ψ, −cos ψ, 0) = the closing direction.
         candidates = [euler_to_matrix([-math.pi, 0.0, theta + math.pi / 2 + k * math.pi]) for k in range(-2, 3)]
         rot = min(candidates, key=lambda r: Rotation.from_matrix(r @ current_rotation.T).magnitude())
-        z = max(float(position[2]) - self.s.grasp_below_centre, self.s.min_tcp_height)
+        z = max(float(position[2]), self.s.min_tcp_height)
         return Pose(np.array([position[0], position[1], z], dtype=float), rot)
 
-    def plan(self, obs: Observation, grasp: Pose) -> np.ndarray:
-        """Four raw actions from the anchor towards the phase's goal."""
+    def _clearest_line(self, position, hand_y_now: np.ndarray, others) -> float:
+        """Direction (rad) of the closing line through `position` whose open fingers pass
+        farthest from the other objects (a fixed set of lines 15° apart; ties go to the line
+        nearest the hand's). The line chosen is kept while no other is 1 cm clearer, so the
+        hand does not turn back and forth between equally good lines."""
+        now = math.atan2(hand_y_now[1], hand_y_now[0])
+
+        def clearance(theta: float) -> float:
+            tip = self.s.finger_reach * np.array([math.cos(theta), math.sin(theta)])
+            gaps = [np.linalg.norm(np.asarray(p[:2]) - (position[:2] + side * tip)) - r
+                    for p, r in others for side in (1, -1)]
+            return min(min(gaps, default=np.inf), 0.03)  # 3 cm clear is clear enough
+
+        def off(theta: float) -> float:
+            d = abs(theta - now) % math.pi
+            return min(d, math.pi - d)
+
+        best = max((math.radians(d) for d in range(0, 180, 15)), key=lambda t: (clearance(t), -off(t)))
+        if self._line is None or clearance(best) > clearance(self._line) + 0.01:
+            self._line = best
+        return self._line
+
+    def plan(self, obs: Observation, grasp: Pose, object_z: float) -> np.ndarray:
+        """Four raw actions from the anchor towards the phase's goal; `object_z` is the
+        object's height now (a lift that leaves it behind missed it: open and try again)."""
         here = obs.anchor
         holding_elsewhere = float(np.linalg.norm(here.position[:2] - grasp.position[:2])) > self.s.release_xy
-        if obs.gripper == GRIPPER_CLOSE and holding_elsewhere and self._closed_at_ns is None:
-            return self._towards(here, here, OPEN_RAW)  # closed on something else: open first
+        if obs.gripper == GRIPPER_CLOSE and (self._missed or holding_elsewhere and self._closed_at_ns is None):
+            return self._towards(here, here, OPEN_RAW)  # missed, or closed on something else: open first
         if obs.gripper == GRIPPER_CLOSE:
             if self._closed_at_ns is None:
-                self._closed_at_ns, self._lift_from = obs.stamp_ns, here.position.copy()
+                self._closed_at_ns, self._lift_from, self._object_z = obs.stamp_ns, here.position.copy(), object_z
             if (obs.stamp_ns - self._closed_at_ns) / 1e9 < self.s.finger_time:
                 return self._towards(here, here, CLOSE_RAW)  # hold still while the fingers close
+            lifted = here.position[2] - self._lift_from[2]
+            if lifted > self.s.miss_lift and object_z - self._object_z < lifted / 2:
+                self._missed, self._descending = True, False
+                return self._towards(here, here, OPEN_RAW)
             goal = Pose(self._lift_from + (0.0, 0.0, self.s.lift), here.rotation)
             return self._towards(here, goal, CLOSE_RAW)
-        self._closed_at_ns = None
+        self._closed_at_ns, self._missed = None, False
         xy_error = float(np.linalg.norm(here.position[:2] - grasp.position[:2]))
         if xy_error > self.s.realign_xy:
             self._descending = False
         elif xy_error < self.s.align_xy:
             self._descending = True
         if not self._descending:
-            above = grasp.position + (0.0, 0.0, self.s.approach_height + self.s.grasp_below_centre)
+            above = grasp.position + (0.0, 0.0, self.s.approach_height)
             return self._towards(here, Pose(above, grasp.rotation), OPEN_RAW)
         if (here.translation_to(grasp) < self.s.close_tolerance
                 and here.rotation_to(grasp) < self.s.close_rotation):

@@ -131,6 +131,21 @@ class Placement:
     yaw: float
 
 
+# A grasp puts the hand's palm (±10 cm along the closing line) this high above the table: an
+# object taller than this stands clear of every other object by the palm's reach, so every
+# object of a layout can be grasped.
+PALM_HEIGHT = 0.055
+PALM_REACH = 0.105
+
+
+def _min_distance(a: ObjectSpec, b: ObjectSpec, clearance: float) -> float:
+    d = a.radius + b.radius + clearance
+    for tall in (a, b):
+        if 2 * tall.half_height > PALM_HEIGHT:
+            d = max(d, tall.radius + PALM_REACH)
+    return d
+
+
 def random_layout(seed: int, objects=OBJECTS, clearance: float = 0.02,
                   tries: int = 10_000, attempts: int = 100) -> dict[str, Placement]:
     """Non-overlapping placements of `objects` inside the workspace, reproducible from `seed`.
@@ -152,7 +167,7 @@ def _place(rng: np.random.Generator, objects, clearance: float, tries: int) -> d
         for _ in range(tries):
             x = rng.uniform(WORKSPACE_X[0] + spec.radius, WORKSPACE_X[1] - spec.radius)
             y = rng.uniform(WORKSPACE_Y[0] + spec.radius, WORKSPACE_Y[1] - spec.radius)
-            if all(math.hypot(x - p.x, y - p.y) >= spec.radius + object_spec(n).radius + clearance
+            if all(math.hypot(x - p.x, y - p.y) >= _min_distance(spec, object_spec(n), clearance)
                    for n, p in placed.items()):
                 placed[spec.name] = Placement(x, y, rng.uniform(-math.pi, math.pi))
                 break
@@ -254,6 +269,13 @@ class SimWorld:
         # Software (llvmpipe) rendering: 4096² shadow maps and 8× MSAA cost ~4× the frame time;
         # the policy sees the image downscaled to 256², which smooths the edges anyway.
         visual.find("quality").attrib.update(shadowsize="1024", offsamples="0")
+        # Grasping needs friction that does not creep: with MuJoCo's default pyramidal cone a
+        # squeezed sphere or puck slides out between the finger pads within a second. An
+        # elliptic cone with impratio 10 is MuJoCo's recommendation for manipulation.
+        option = self.server.sim.scene.find("option")
+        if option is None:
+            option = ET.SubElement(self.server.sim.scene, "option")
+        option.attrib.update(cone="elliptic", impratio="10")
         self.width, self.height = width, height
         self.start_positions: dict[str, np.ndarray] = {}
         self.target: str | None = None
