@@ -59,15 +59,16 @@ class _Session:
         """Call the Trigger service `name`; 0 on success, 1 otherwise, with a message."""
         from std_srvs.srv import Trigger
 
+        from graspvla_ros.nodes.common import call_trigger
+
         client = self.node.create_client(Trigger, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            print(f"no controller is running: {name} did not appear within {timeout:g} s")
+        reply = call_trigger(client, timeout + call_timeout, discovery=timeout, unseen_timeout=2 * timeout)
+        if reply is None:
+            if client.service_is_ready():
+                print(f"{name}: no answer within {timeout + call_timeout:g} s")
+            else:
+                print(f"no controller is running: {name} did not answer within {2 * timeout:g} s")
             return 1
-        future = client.call_async(Trigger.Request())
-        if not _wait(lambda: future.done(), call_timeout):
-            print(f"{name}: no answer within {call_timeout:g} s")
-            return 1
-        reply = future.result()
         print(f"{name}: {reply.message}")
         return 0 if reply.success else 1
 

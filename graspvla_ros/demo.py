@@ -81,16 +81,12 @@ class DemoClient:
             self.views[view].append(image)
 
     def call(self, name: str, timeout: float = 60.0) -> tuple[bool, str]:
-        client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{name} did not appear within {timeout:g} s")
-        future = client.call_async(self.Trigger.Request())
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not answer within {timeout:g} s")
-            time.sleep(0.05)
-        return future.result().success, future.result().message
+        from graspvla_ros.nodes.common import call_trigger
+
+        reply = call_trigger(self.clients[name], timeout)
+        if reply is None:
+            raise RuntimeError(f"{name} did not answer within {timeout:g} s")
+        return reply.success, reply.message
 
     def close(self) -> None:
         self.executor.shutdown()

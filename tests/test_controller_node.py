@@ -17,6 +17,7 @@ from graspvla_ros.bringup import Bringup
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.graph import SIM_CONTROLLER, controller
 from graspvla_ros.nodes import chunk_msg
+from graspvla_ros.nodes.common import call_trigger
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
@@ -51,10 +52,9 @@ def controller_graph(sim_host):
 
 
 def call(node, name):
-    client = node.create_client(Trigger, name)
-    assert client.wait_for_service(timeout_sec=20), f"service {name} not available"
-    future = client.call_async(Trigger.Request())
-    return wait_for(lambda: future.done() and future.result(), 30, f"{name} response")
+    reply = call_trigger(node.create_client(Trigger, name), 30)
+    assert reply is not None, f"{name} did not answer"
+    return reply
 
 
 def test_chunks_on_the_topic_move_the_arm_and_state_streams(controller_graph, ros_node):

@@ -68,6 +68,26 @@ def test_each_strategy_reaches_the_final_target(executor, strategy):
     assert executor.reflex_count == 0
 
 
+def test_official_blocking_waits_for_a_chunk_planned_after_the_motion(executor):
+    """The official blocking client asks the model only once the arm is still: a chunk whose
+    images were taken while the previous chunk moved the arm is refused (`moving`)."""
+    executor.strategy = Strategy.OFFICIAL_BLOCKING
+    executor.submit(make_chunk(executor, step_rows(8, (0.004, 0, 0))))
+    wait_for(lambda: executor.read_state().ee_speed > 1e-3, 5, "the arm moving")
+    with pytest.raises(ChunkRejected, match="moving"):
+        executor.submit(make_chunk(executor, step_rows(8, (0.004, 0, 0))))
+    wait_still(executor)
+
+    def accepted() -> bool:  # the job ends a poll period (0.1 s) after the arm settled
+        try:
+            executor.submit(make_chunk(executor, step_rows(8, (0.004, 0, 0))))
+            return True
+        except ChunkRejected:
+            return False
+
+    wait_for(accepted, 5, "a chunk planned from the still arm accepted")
+
+
 def test_streaming_never_stops_between_chunks(executor):
     """12 chunks at 5 Hz along +y at 5 cm/s: no reflex, and the arm keeps moving through every
     chunk switch (it would stop if each chunk ended in a standstill)."""

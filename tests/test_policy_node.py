@@ -20,6 +20,7 @@ from graspvla_ros.bringup import Bringup
 from graspvla_ros.control import HOME_POSITION
 from graspvla_ros.graph import configure, sim_graph
 from graspvla_ros.nodes import chunk_msg
+from graspvla_ros.nodes.common import call_trigger
 from graspvla_ros.nodes.sim_world_node import LATCHED
 from graspvla_ros.policy.observation import PoseHistory, Skip
 from graspvla_ros.nodes.convert import pose_from_msg, stamp_to_ns
@@ -110,8 +111,8 @@ def test_expert_grasps_and_lifts_the_named_object_with_anchors_at_the_exposure_p
                     "the episode to end")
     assert done and not stack.failed(), stack.failed()
     assert done["episode"] == episode and done["phase"] == "succeeded", done
-    assert rec.check.wait_for_service(timeout_sec=30)
-    reply = rec.check.call(Trigger.Request(), timeout_sec=30)
+    reply = call_trigger(rec.check, 30)
+    assert reply is not None, "sim/check_success did not answer"
     assert reply.success, reply.message
     with rec.lock:
         chunks = list(rec.chunks)
@@ -142,8 +143,8 @@ def test_new_instruction_mid_episode_retargets_and_refusals_change_nothing(stack
     wait_for(lambda: rec.last_status()["reason"] == "instruction 'home'", 30, "the home command")
     wait_for(lambda: "IDLE" in rec.states[n_states:], 90, "the controller homed (IDLE)")
     assert np.linalg.norm(rec.tcp() - HOME_POSITION) < 5e-3
-    assert rec.reset.wait_for_service(timeout_sec=30)
-    reply = rec.reset.call(Trigger.Request(), timeout_sec=30)  # the cube dropped at home: all objects back
+    reply = call_trigger(rec.reset, 30)  # the cube dropped at home: all objects back
+    assert reply is not None, "sim/reset_objects did not answer"
     seed = int(reply.message.rsplit(" ", 1)[-1])  # "objects re-placed with seed N"
     rec.say("pick up the green ball")
     wait_for(lambda: rec.last_status()["target"] == "green ball", 30, "the first episode")

@@ -22,16 +22,19 @@ def test_sim_time_stamps_lose_the_clock_lag_and_its_steps():
     simulator's own time instead (what the cameras are stamped with)."""
     rng = np.random.default_rng(1)
     clock = RobotClock(sim_time=True)
-    errors, naive = [], []
+    errors, naive, stamps = [], [], []
     for k in range(2000):
         sim_ns = k * 5_000_000
-        seen_ns = max(0, sim_ns - int(rng.uniform(0, 60e6)))
+        lag = 0 if k == 500 else int(rng.uniform(10e6, 60e6))  # one read without lag, then none for 7.5 s
+        seen_ns = max(0, sim_ns - lag)
         node_now = seen_ns - seen_ns % 4_000_000  # the last /clock message received
         robot_s = (sim_ns - 1_016_000_000) / 1e9  # franky-sim's robot time: sim time since connect
-        errors.append(clock.to_node_ns(robot_s, node_now) - sim_ns)
+        stamps.append(clock.to_node_ns(robot_s, node_now))
+        errors.append(stamps[-1] - sim_ns)
         naive.append(node_now - sim_ns)
     assert np.abs(errors[-1000:]).max() <= 4e6  # within one /clock step, from up to 60 ms
     assert np.abs(naive[-1000:]).max() > 40e6
+    assert (np.diff(stamps[500:]) > 0).all(), "the best sample never expires: stamps never step back"
 
 
 def test_robot_time_going_back_starts_over():

@@ -156,6 +156,7 @@ def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_
 
     from conftest import wait_for
     from graspvla_ros.nodes.camera_node import image_qos
+    from graspvla_ros.nodes.common import call_trigger
     from graspvla_ros.nodes.sim_world_node import LATCHED
 
     got = {k: [] for k in ("front", "side", "front_info", "poses", "names", "success", "target")}
@@ -192,12 +193,10 @@ def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_
         assert got["target"][-1].data == "green ball" and not got["success"][-1].data
         set_target.publish(String(data="red cube"))
         wait_for(lambda: got["target"][-1].data == "red cube", 30, "the new target")
-        assert check.wait_for_service(timeout_sec=30)
-        reply = check.call(Trigger.Request(), timeout_sec=30)
+        reply = call_trigger(check, 30)
         assert not reply.success and reply.message.startswith("red cube: lifted") and "not in the gripper" in reply.message
         reset = ros_node.create_client(Trigger, "sim/reset_objects")
-        assert reset.wait_for_service(timeout_sec=30)
-        reply = reset.call(Trigger.Request(), timeout_sec=30)
+        reply = call_trigger(reset, 30)
         assert reply.success and reply.message == f"objects re-placed with seed {SEED + 1}"
         ball = random_layout(SEED + 1)["green ball"]
         wait_for(lambda: got["poses"][-1].poses[names.index("green ball")].position.x == pytest.approx(ball.x, abs=0.01),

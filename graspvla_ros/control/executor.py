@@ -8,7 +8,8 @@ callbacks never block on the robot. Strategies:
   with the path's velocity, replaced asynchronously by the next chunk (no stop between chunks).
 - ``official_blocking``: the official blocking client: each waypoint in turn, ≤ step_timeout
   toward step_tolerance, then ≤ settle_timeout to settle_tolerance at the chunk's end; chains
-  (clips) from the last COMMANDED waypoint; no latency compensation (the arm waits for the model).
+  (clips) from the last COMMANDED waypoint; no latency compensation. The arm waits for the
+  model: a chunk whose images were taken before the last job ended is refused (`moving`).
 - ``official_nonblocking``: the chunk's last waypoint at once.
 
 In every strategy a gripper change is gated by position: the arm goes to the waypoint that
@@ -95,6 +96,9 @@ class _Contact(Exception):
     """An external force above the limit was measured."""
 
 
+_NEVER = 2**63 - 1
+
+
 def _monotonic_ns() -> int:
     return time.monotonic_ns()
 
@@ -136,6 +140,9 @@ class FrankaExecutor:
         self._last_stamp_ns: int | None = None
         self._last_chunk_ns = 0
         self._last_commanded: Pose | None = None  # official_blocking chains from it
+        # official_blocking: when the arm last came to rest after a job; a chunk whose images are
+        # older was planned while the arm moved (the official client asks the model only after)
+        self._still_since_ns = 0
         self._home_job: HomeJob | None = None
         self._retreating = False
         self._running = False
@@ -219,12 +226,14 @@ class FrankaExecutor:
                     raise ChunkRejected(REFUSING[state], f"controller is {state.value}")
                 if self._retreating:
                     raise ChunkRejected("retreating", "lifting away from a contact")
+                if self.strategy == Strategy.OFFICIAL_BLOCKING and chunk.stamp_ns < self._still_since_ns:
+                    raise ChunkRejected("moving", "official_blocking: its images were taken while the arm moved")
                 self.limits.check(chunk, now, self._last_stamp_ns)
                 self._last_stamp_ns = chunk.stamp_ns
                 self._last_chunk_ns = now
                 self._slot.put(chunk)
         except ChunkRejected as rejection:
-            if self.rejections.record(rejection.reason):
+            if self.rejections.record(rejection.reason) and rejection.reason != "moving":  # "moving": by design
                 log.warning("chunk rejected: %s", rejection)
             raise
         self.rejections.accepted()
@@ -376,6 +385,8 @@ class FrankaExecutor:
                 chunk = None if home else self._slot.take()
                 epoch = self._machine.epoch
                 self._watchdog()
+                if home or chunk is not None:
+                    self._still_since_ns = _NEVER
             try:
                 if home:
                     self._run_home(home)
@@ -400,6 +411,8 @@ class FrankaExecutor:
                     self._retreat(f"robot error: {err}")
                 else:
                     self._hold_after_planner_error(err)
+            with self._lock:
+                self._still_since_ns = self.clock()
 
     def _watchdog(self) -> None:
         """No fresh chunk for hold_timeout: let the motion end at its (at rest) last target and hold."""

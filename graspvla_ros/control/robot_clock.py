@@ -15,9 +15,11 @@ class RobotClock:
     """Maps robot time (s) to node time (ns) through an offset tracked over `window_s`.
 
     Each read gives a sample node_now − robot_time. On a wall clock the read can only be late,
-    so the smallest recent sample is the least delayed; on sim time the node clock can only be
-    behind the simulator, so the largest is. The window follows a drifting robot crystal; robot
-    time going back (a reconnect, a simulator restart) starts the estimate over.
+    so the smallest recent sample is the least delayed, and the window follows a drifting robot
+    crystal. On sim time the node clock can only be behind the simulator, so the largest sample
+    is; both are the simulator's clock (no drift), so the largest since the start is kept: a
+    window would let it expire and step the stamps back. Robot time going back (a reconnect, a
+    simulator restart) starts the estimate over.
     """
 
     def __init__(self, sim_time: bool, window_s: float = 2.0):
@@ -36,6 +38,6 @@ class RobotClock:
         while self._samples and worse(self._samples[-1][1]):
             self._samples.pop()  # monotonic deque: the window's best offset stays at the front
         self._samples.append((node_now_ns, offset))
-        while self._samples[0][0] < node_now_ns - self.window_ns:
+        while not self.sim_time and self._samples[0][0] < node_now_ns - self.window_ns:
             self._samples.popleft()
         return robot_ns + self._samples[0][1]

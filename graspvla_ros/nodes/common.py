@@ -86,3 +86,35 @@ def periodic(node: Node, period: float, step: Callable[[], None], stop: threadin
             return
         next_tick = max(next_tick + period, time.monotonic() - period)
         stop.wait(max(0.0, next_tick - time.monotonic()))
+
+
+def call_trigger(client, timeout: float, discovery: float = 5.0, unseen_timeout: float | None = None):
+    """Call the std_srvs/Trigger service of `client` (its node spun elsewhere); the response,
+    or None if none came in time: ≤ `timeout` s, or ≤ `unseen_timeout` s (default `timeout`)
+    while the ROS graph never showed the service.
+
+    rmw_fastrtps can leave a participant out of its graph cache (its discovery-info reader
+    keeps one sample: a late joiner matching many participants at once may keep only some,
+    ros2/rmw_fastrtps#792), and `wait_for_service` then never sees a service that DDS itself
+    has matched. So the request goes out as soon as the service is seen, or after `discovery`
+    s regardless, and again every `discovery` s while the graph still does not show it (every
+    service called this way is a Trigger that may safely run twice); only the answer counts."""
+    from std_srvs.srv import Trigger
+
+    start = time.monotonic()
+    unseen_timeout = timeout if unseen_timeout is None else unseen_timeout
+    future, sent, seen = None, 0.0, False
+    while future is None or not future.done():
+        now = time.monotonic()
+        seen = seen or client.service_is_ready()
+        if now - start > (timeout if seen else unseen_timeout):
+            if future is not None:
+                client.remove_pending_request(future)
+            return None
+        if (future is None and (seen or now - start >= discovery)) or \
+                (future is not None and not seen and now - sent >= discovery):
+            if future is not None:
+                client.remove_pending_request(future)
+            future, sent = client.call_async(Trigger.Request()), now
+        time.sleep(0.02)
+    return future.result()
