@@ -3,6 +3,7 @@ instructions and episodes, the expert's GraspVLA-format answers."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -245,3 +246,13 @@ def test_expert_opens_and_tries_again_when_the_lift_leaves_the_object_behind():
     reopened = expert.infer(_obs(up, GRIPPER_OPEN, stamp_ns=5 * 10**9, target="red cube"))
     assert GRIPPER_CLOSE not in reopened.waypoints[:, 6] and reopened.waypoints[:, 2].sum() < 0, \
         "open, it goes down for the cube again"
+
+
+def test_expert_answers_no_sooner_than_its_latency():
+    from graspvla_ros.policy.expert import ExpertBackend
+
+    cube = {"red cube": (np.array([0.5, 0.0, 0.02]), np.array([1.0, 0, 0, 0]))}
+    expert = ExpertBackend(lambda: cube, latency=0.05)
+    start = time.perf_counter()
+    out = expert.infer(_obs(Pose.from_xyz_rpy((0.5, 0.0, 0.2), HOME_RPY), target="red cube"))
+    assert time.perf_counter() - start >= 0.05 and out.timings["model"] >= 0.05

@@ -51,6 +51,8 @@ PARAMS = (
           'graspvla backend: `graspvla export` directory for onnxruntime/tensorrt (empty: export on the fly)'),
     Param('tiny', False,
           'graspvla backend: generate a tiny random checkpoint at start (runs the real code path, will not grasp)'),
+    Param('expert_latency', 0.0,
+          "expert backend: s it takes to answer, as the model would (the official client is tuned for ~0.25 s)"),
     Param('seed', 0,
           'seed of the flow noise (cycle k uses seed + k) and of the tiny checkpoint'),
     Param('rate_hz', 5.0,
@@ -117,7 +119,7 @@ class PolicyNode(Node):
             backend_options = dict(checkpoint=p["checkpoint"], llm_dir=p["llm_dir"], runtime=p["runtime"],
                                    tiny=p["tiny"], onnx_dir=p["onnx_dir"], seed=p["seed"])
         elif p["backend"] == "expert":
-            backend_options = dict(ground_truth=lambda: self._truth)
+            backend_options = dict(ground_truth=lambda: self._truth, latency=p["expert_latency"])
             self.create_subscription(String, "sim/object_names", self._on_object_names, LATCHED)
             self.create_subscription(PoseArray, "sim/object_poses", self._on_object_poses, 10)
         self.get_logger().info(f"loading the {p['backend']} backend")
@@ -299,7 +301,7 @@ class PolicyNode(Node):
 
     def _cycle(self, ep: episodes.Episode) -> None:
         p = self.p
-        cycle_start, wall_start = self._now(), time.perf_counter()
+        cycle_start, wall_start, cpu_start = self._now(), time.perf_counter(), time.thread_time()
         with self._lock:
             state = self._controller_state
             if state in BUSY_STATES:
@@ -320,13 +322,13 @@ class PolicyNode(Node):
             self._last_pair = (front.stamp_ns, side.stamp_ns)
         received = max(front.received_ns, side.received_ns)
         obs = observation_from(front, side, rows, anchor, ep.task, ep.target, p["jpeg_quality"], ep.id)
-        infer_start, wall_infer_start = self._now(), time.perf_counter()
+        infer_start, wall_infer_start, cpu_infer_start = self._now(), time.perf_counter(), time.thread_time()
         self._inferring = True
         try:
             out = self.backend.infer(obs)
         finally:
             self._inferring = False
-            wall_infer_end = time.perf_counter()
+            wall_infer_end, cpu_infer_end = time.perf_counter(), time.thread_time()
             self._inference_s += wall_infer_end - wall_infer_start
         infer_end = self._now()
         chunk = ActionChunk(obs.stamp_ns, p["waypoint_dt"], p["base_frame"], out.waypoints, obs.anchor, obs.gripper)
@@ -337,6 +339,8 @@ class PolicyNode(Node):
             published = self._now()
             # the node's own work this cycle (wall clock): view pair → observation, chunk → published
             overhead_s = (wall_infer_start - wall_start) + (time.perf_counter() - wall_infer_end)
+            # the same on the worker's CPU clock: its work alone, without the waits for the GIL and the CPU
+            overhead_cpu_s = (cpu_infer_start - cpu_start) + (time.thread_time() - cpu_infer_end)
             ep.cycles += 1
             self._cycles += 1
             if not self._controller_gripper_seen:  # until the controller reports it: our own commands
@@ -348,7 +352,8 @@ class PolicyNode(Node):
             self._last_reason = ""
         replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns,
                   "gripper": [float(rows[0, 6]), float(rows[-1, 6])]}
-        self._publish_debug(obs, out, received, (cycle_start, infer_start, infer_end, published), overhead_s, replay)
+        self._publish_debug(obs, out, received, (cycle_start, infer_start, infer_end, published),
+                            (overhead_s, overhead_cpu_s), replay)
 
     def _skip(self, reason: str, detail: str) -> None:
         self._skips[reason] += 1
@@ -357,8 +362,9 @@ class PolicyNode(Node):
             self._last_reason = reason
 
     # --- outputs -----------------------------------------------------------------------
-    def _publish_debug(self, obs, out, received, times, overhead_s, replay) -> None:
+    def _publish_debug(self, obs, out, received, times, overhead, replay) -> None:
         cycle_start, infer_start, infer_end, published = times
+        overhead_s, overhead_cpu_s = overhead
         scale = CLIENT_SIZE / MODEL_SIZE
         for i, view in enumerate(VIEWS):
             if self.bbox_pubs[view].get_subscription_count() == 0:
@@ -373,6 +379,7 @@ class PolicyNode(Node):
         self.timings_pub.publish(String(data=json.dumps({
             "episode": obs.episode, "stamp_ns": obs.stamp_ns, "received_ms": ms(received),
             "cycle_start_ms": ms(cycle_start), "overhead_ms": round(overhead_s * 1e3, 2),
+            "overhead_cpu_ms": round(overhead_cpu_s * 1e3, 2),
             "inference_start_ms": ms(infer_start), "inference_end_ms": ms(infer_end), "published_ms": ms(published),
             **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()},
             # what `graspvla replay-test` needs to run this cycle again from a bag, bit for bit

@@ -66,9 +66,12 @@ class ExpertBackend:
     name = "expert"
 
     def __init__(self, ground_truth: GroundTruth, settings: ExpertSettings = ExpertSettings(),
-                 width: int = 640, height: int = 480):
+                 width: int = 640, height: int = 480, latency: float = 0.0):
+        """`latency` (s): answer no sooner than this after being asked, as the model would (it
+        takes ~0.25 s a cycle), so execution strategies are compared at the model's pace."""
         self.ground_truth = ground_truth
         self.s = settings
+        self.latency = latency
         self.width, self.height = width, height
         self.crop = official_crop(width, height)
         self.reset()
@@ -95,6 +98,7 @@ class ExpertBackend:
         grasp = self.grasp_pose(obs.target, position, quat_wxyz, obs.anchor.rotation, others)
         actions = self.plan(obs, grasp, float(position[2]))
         bbox = np.array([self.bbox(cam, obs.target, position) for cam in CAMERAS])
+        time.sleep(max(0.0, start + self.latency - time.perf_counter()))
         return PolicyOutput(postprocess(actions), bbox, grasp.position.copy(), matrix_to_euler(grasp.rotation),
                             {"model": time.perf_counter() - start})
 
