@@ -5,9 +5,9 @@ Every cycle it replans from the observed TCP pose (the chunk's anchor) and the c
 gripper state: approach above the object with the fingers across its narrow side (a round
 object: across the line clearest of its neighbours), descend, close, wait for the fingers,
 lift; a lift that leaves the object behind opens and tries again. Its raw 4×7 actions (Δxyz,
-Δeuler 'sxyz', gripper 0…1) go through the model's own post-processing (`backend.postprocess`). The bbox per view is the
-object's box projected through the simulated cameras into the 224 px model input, as
-GraspVLA's bbox tokens mean it; the grasp pose is where the TCP will close.
+Δeuler 'sxyz', gripper 0…1) go through the model's own post-processing (`backend.postprocess`).
+The bbox per view is the object's box projected through the simulated cameras into the 224 px
+model input, as GraspVLA's bbox tokens mean it; the grasp pose is where the TCP will close.
 """
 from __future__ import annotations
 
