@@ -63,10 +63,9 @@ def run(strategy: str, episodes: int, timeout: float, latency: float) -> dict:
     results = []
     with open(f"/tmp/bench_policy_{strategy}_{latency:g}.log", "w") as log, \
             Bringup(_specs(strategy, backend="expert", episode_timeout=timeout, expert_latency=latency), out=log) as graph:
-        client = DemoClient()
+        client = DemoClient.connect(graph)
         timings, _ = _listen(client)
         try:
-            wait_for(lambda: client.status and client.say_pub.get_subscription_count() > 0, 300, "the policy", graph)
             every = episode_objects(8, seed=1)  # all eight objects, in a seeded order, repeated
             for i, name in enumerate(every[k % len(every)] for k in range(episodes)):
                 client.call("/controller/home", 120)
@@ -124,11 +123,10 @@ def camera_rates(seconds: float) -> dict:
              for s in _specs("streaming", backend="graspvla", tiny=True, episode_timeout=seconds + 60.0)]
     stop, sent = threading.Event(), []
     with open("/tmp/bench_policy_tiny.log", "w") as log, Bringup(specs, out=log) as graph:
-        client = DemoClient()
+        client = DemoClient.connect(graph)
         timings, diagnostics = _listen(client)
         publisher = threading.Thread(target=_publish_views, args=(client, sent, stop), daemon=True)
         try:
-            wait_for(lambda: client.status and client.say_pub.get_subscription_count() > 0, 300, "the policy", graph)
             wait_for(lambda: client.sim_ns, 60, "the sim clock", graph)
             publisher.start()
             client.say_pub.publish(client.String(data="pick up the red cube"))

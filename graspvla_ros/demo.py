@@ -67,6 +67,25 @@ class DemoClient:
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
+    @classmethod
+    def connect(cls, graph: Bringup, timeout: float = 300.0, attempt: float = 60.0) -> DemoClient:
+        """A client that sees the policy (its latched status and its instruction subscription).
+        Once here the demo's DDS participant never matched the policy's, while other
+        processes did: a client that has not seen the policy after `attempt` s is replaced by
+        a new participant, until `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            client = cls()
+            try:
+                wait_for(lambda: client.status and client.say_pub.get_subscription_count() > 0,
+                         max(1.0, min(attempt, deadline - time.monotonic())), "the policy", graph)
+                return client
+            except RuntimeError:
+                client.close()
+                if graph.failed() or time.monotonic() >= deadline:
+                    raise
+                print(f"the policy did not show up in {attempt:g} s: discovering it again", flush=True)
+
     def _on_status(self, msg) -> None:
         with self.lock:
             self.status.append(json.loads(msg.data))
@@ -150,10 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"node output in {run_dir}/nodes.log, episode bags in {bags}/", flush=True)
     grasped, cycles = 0, 0
     with open(run_dir / "nodes.log", "w") as log, Bringup(specs, out=log) as graph:
-        client = DemoClient()
+        client = DemoClient.connect(graph)
         try:
-            wait_for(lambda: client.status and client.say_pub.get_subscription_count() > 0, 300,
-                     "the policy", graph)
             for i, name in enumerate(episode_objects(args.episodes)):
                 client.call("/controller/home", 120)
                 ok, seed_msg = client.call("sim/reset_objects")
