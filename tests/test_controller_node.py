@@ -162,3 +162,35 @@ def test_estop_answers_while_the_startup_home_runs(ros_node):
         assert call(ros_node, "/startup/controller/release").success
         assert call(ros_node, "/startup/controller/home").success
         wait_for(lambda: states[-1] == "IDLE", 10, "IDLE after home")
+
+
+def test_estop_stops_the_joint_motion_of_calibration_pose(controller_graph, ros_node):
+    """`/controller/estop` while `/controller/calibration_pose` moves the arm (a joint motion,
+    which a Cartesian stop cannot end): the e-stop succeeds, the TCP comes to rest short of the
+    calibration pose and stays there; after `release`, `home` runs."""
+    listen = Listener(ros_node)
+    wait_for(lambda: listen.poses, 30, "the controller's EE pose")
+    assert call(ros_node, "/controller/home").success
+    _, start = listen.latest()
+    calibration = []  # the service answers when its motion ended: call it from a thread
+    caller = threading.Thread(target=lambda: calibration.append(call(ros_node, "/controller/calibration_pose")))
+    caller.start()
+    wait_for(lambda: listen.latest()[1].translation_to(start) > 0.02, 20, "the calibration-pose motion to start")
+    reply = call(ros_node, "/controller/estop")
+    assert reply.success, reply.message
+
+    def at_rest():
+        with listen.lock:
+            (t0, a), (t1, b) = listen.poses[-21], listen.poses[-1]
+        dt = (t1.sec - t0.sec) + (t1.nanosec - t0.nanosec) * 1e-9
+        return dt > 0 and a.translation_to(b) / dt < 1e-3
+    wait_for(at_rest, 10, "the TCP at rest (< 1 mm/s) after the e-stop")
+    _, rest = listen.latest()
+    time.sleep(0.5)
+    assert listen.latest()[1].translation_to(rest) < 1e-3, "the arm moved on after the e-stop"
+    assert listen.states[-1] == "ESTOPPED"
+    caller.join(30)
+    assert calibration and not calibration[0].success and "interrupted" in calibration[0].message
+    assert call(ros_node, "/controller/release").success
+    reply = call(ros_node, "/controller/home")
+    assert reply.success, reply.message

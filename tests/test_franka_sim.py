@@ -380,3 +380,53 @@ def test_streaming_with_a_tcp_offset_reaches_tcp_targets(sim_host):
         assert final.translation_to(chunk.targets[-1].pose) < 2e-3
         assert final.rotation_to(chunk.targets[-1].pose) < 0.01
         assert ex.reflex_count == 0
+
+
+def wait_at_rest(ex, timeout, what):
+    """The TCP at rest: under 1 mm/s over 0.1 s of robot time; fails after `timeout` s."""
+    def still():
+        a = ex.read_state()
+        wait_for(lambda: ex.read_state().robot_time >= a.robot_time + 0.1, 5, "the robot clock to advance")
+        b = ex.read_state()
+        return np.linalg.norm(b.ee.position - a.ee.position) / (b.robot_time - a.robot_time) < 1e-3
+    wait_for(still, timeout, what)
+    return ex.read_state()
+
+
+def start_calibration_pose(ex):
+    """Start the joint motion to the camera calibration pose; returns its job once the arm moves."""
+    from graspvla_ros.calibration.nominal import load_nominal
+
+    start = ex.read_state().ee.position
+    job = ex.request_home(joints=load_nominal().calibration_joints)
+    wait_for(lambda: np.linalg.norm(ex.read_state().ee.position - start) > 0.01, 10, "the joint motion to start")
+    return job
+
+
+@pytest.mark.parametrize("stop", ["estop", "hold"])
+def test_estop_and_hold_stop_a_joint_motion(executor, stop):
+    """franky refuses to swap a running motion's type: a Cartesian stop cannot end the joint
+    motion to the calibration pose. The stop must be the joint motion's own, and the arm must
+    come to rest short of the target and stay there; a Cartesian motion then runs again."""
+    job = start_calibration_pose(executor)
+    getattr(executor, stop)()  # must not raise
+    assert job.done.wait(10) and "interrupted" in job.error
+    rest = wait_at_rest(executor, 5, f"the arm at rest after {stop}")
+    time.sleep(0.5)
+    np.testing.assert_allclose(executor.read_state().ee.position, rest.ee.position, atol=1e-3)
+    assert executor.state == (ControllerState.ESTOPPED if stop == "estop" else ControllerState.HOLDING)
+    if stop == "estop":
+        executor.release()
+    executor.home()
+    np.testing.assert_allclose(executor.read_state().ee.position, HOME_POSITION, atol=2e-3)
+
+
+def test_home_while_a_joint_motion_runs_ends_it_and_homes(executor):
+    """`home` (Cartesian) asked for during `calibration_pose` (joint): the joint motion is
+    stopped and the home runs once it ended, instead of franky refusing the swap."""
+    executor.move_to(Pose(np.add(HOME_POSITION, (0.05, 0.0, -0.05)), executor.read_state().ee.rotation))
+    job = start_calibration_pose(executor)
+    executor.home()
+    assert job.done.is_set() and "interrupted" in job.error
+    np.testing.assert_allclose(executor.read_state().ee.position, HOME_POSITION, atol=2e-3)
+    assert executor.state == ControllerState.IDLE

@@ -36,7 +36,7 @@ import numpy as np
 
 from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_OPEN, ActionChunk, Pose, Waypoint
 from graspvla_ros.control import planner
-from graspvla_ros.control.franky_adapter import Compliance, FrankyArm, RobotState
+from graspvla_ros.control.franky_adapter import Compliance, FrankyArm, MotionTypeBusy, RobotState
 from graspvla_ros.control.gripper import Fingers, GripperSettings
 from graspvla_ros.control.slot import ChunkSlot
 from graspvla_ros.control.state import REFUSING, ControllerState, StateMachine
@@ -326,11 +326,19 @@ class FrankaExecutor:
 
     # --- motion gate ------------------------------------------------------------------
     def _issue(self, epoch: int, command: Callable, *args) -> None:
-        """Issue a motion command if `epoch` is still current (checked and issued under the lock)."""
-        with self._lock:
-            if not self._machine.current(epoch):
-                raise _Interrupted()
-            command(*args)
+        """Issue a motion command if `epoch` is still current (checked and issued under the lock).
+        If a motion of another type still runs (a joint motion before a Cartesian one: franky
+        cannot swap a running motion's type), it is stopped and the command issued once it ended."""
+        for _ in range(3):
+            with self._lock:
+                self._check(epoch)
+                try:
+                    command(*args)
+                    return
+                except MotionTypeBusy:
+                    self._arm.stop()
+            self._wait_motion(epoch, 5.0)
+        raise RuntimeError("the previous motion did not end; the new one was not started")
 
     def _check(self, epoch: int) -> None:
         if not self._machine.current(epoch):

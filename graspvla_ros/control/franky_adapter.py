@@ -23,6 +23,11 @@ class FrankaProtocolMismatch(RuntimeError):
     """The robot speaks another libfranka protocol than the installed franky."""
 
 
+class MotionTypeBusy(RuntimeError):
+    """A motion of another control type still runs: franky cannot swap a running motion's type
+    (joint ↔ Cartesian); stop it and wait for it to end first."""
+
+
 def explain_connection_error(host: str, err: Exception) -> Exception:
     """Turn libfranka's protocol/version errors into one line a Panda user can act on."""
     text = f"{type(err).__name__}: {err}"
@@ -111,6 +116,13 @@ class FrankyArm:
     def _affine(self, flange: Pose):
         return self.f.Affine(flange.position, Rotation.from_matrix(flange.rotation).as_quat())
 
+    def _replace(self, motion, signal) -> None:
+        """Start `motion` (control signal type `signal`), replacing a running motion of that type."""
+        running = self.robot.current_control_signal_type
+        if running is not None and running != signal:
+            raise MotionTypeBusy(f"a {running.name} motion still runs")
+        self.robot.move(motion, asynchronous=True)
+
     def move_through(self, setpoints: list[Setpoint]) -> None:
         """Start (asynchronously) one motion through the set-points, replacing the running one."""
         f = self.f
@@ -118,20 +130,29 @@ class FrankyArm:
             f.CartesianState(f.RobotPose(self._affine(s.flange)), f.RobotVelocity(f.Twist(s.linear, s.angular))),
             f.ReferenceType.Absolute, f.RelativeDynamicsFactor(1.0, 1.0, 1.0),
             f.Duration(max(1, int(round(s.duration * 1e3))))) for s in setpoints]
-        self.robot.move(f.CartesianWaypointMotion(waypoints), asynchronous=True)
+        self._replace(f.CartesianWaypointMotion(waypoints), f.ControlSignalType.CartesianPose)
 
     def move_to(self, tcp: Pose) -> None:
         """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp`."""
         motion = self.f.CartesianMotion(self._affine(tcp_to_flange(tcp, self.tcp_offset)), self.f.ReferenceType.Absolute)
-        self.robot.move(motion, asynchronous=True)
+        self._replace(motion, self.f.ControlSignalType.CartesianPose)
 
     def move_joints(self, joints) -> None:
         """Start (asynchronously) a joint motion that ends at rest at `joints` (7, rad)."""
-        self.robot.move(self.f.JointMotion(list(joints)), asynchronous=True)
+        self._replace(self.f.JointMotion(list(joints)), self.f.ControlSignalType.JointPositions)
 
     def stop(self) -> None:
-        """Start (asynchronously) the stop motion: decelerate to rest where the arm is."""
-        self.robot.move(self.f.CartesianStopMotion(), asynchronous=True)
+        """Start (asynchronously) the stop motion of the running motion's own type (a Cartesian
+        stop cannot end a joint motion: franky refuses to swap a running motion's type):
+        decelerate to rest where the arm is. With no motion running the arm is at rest already
+        and nothing is sent."""
+        f, t = self.f, self.f.ControlSignalType
+        stops = {t.CartesianPose: f.CartesianStopMotion, t.JointPositions: f.JointStopMotion,
+                 t.CartesianVelocities: f.CartesianVelocityStopMotion, t.JointVelocities: f.JointVelocityStopMotion,
+                 t.Torques: f.TorqueStopMotion}
+        running = self.robot.current_control_signal_type
+        if running is not None:
+            self.robot.move(stops[running](), asynchronous=True)
 
     def join(self, timeout: float) -> bool:
         """Wait for the running motion to end; raises a motion error if it ended in one."""
