@@ -1,9 +1,11 @@
-"""Each node's parameters in one table (name, default, meaning).
+"""Each node's parameters in one table (name, default, meaning, live).
 
-The table feeds the node's declarations (with the meaning as the parameter's description, so
-`ros2 param describe` shows it), its `config/<node>.yaml` and its section of
-docs/interfaces.md. `python -m graspvla_ros.nodes.params --write` regenerates both files from
-the tables; tests/test_docs.py fails when they differ.
+The tables come from the settings dataclasses (`graspvla_ros.settings`): a node's `PARAMS` is
+`params(<its settings>)`. The table feeds the node's declarations (with the meaning as the
+parameter's description, so `ros2 param describe` shows it, and read-only unless the parameter
+is applied live), its `config/<node>.yaml` and its section of docs/interfaces.md.
+`python -m graspvla_ros.nodes.params --write` regenerates both files from the tables;
+tests/test_docs.py fails when they differ.
 """
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ import argparse
 import importlib
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from graspvla_ros.settings import Param
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "interfaces.md"
@@ -31,38 +34,58 @@ TABLES = (
     "graspvla_ros.nodes.policy_node",
 )
 
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter: dotted `name` ("safety.max_chunk_age"), typed `default`, one-line `meaning`."""
-
-    name: str
-    default: Any
-    meaning: str
+__all__ = ["Param", "declare", "defaults"]
 
 
 def defaults(table: Sequence[Param]) -> dict[str, Any]:
     return {p.name: p.default for p in table}
 
 
-def declare(node, table: Sequence[Param]) -> dict[str, Any]:
+def declare(node, table: Sequence[Param],
+            on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Declare every parameter of `table` on `node`; returns {name: value} as set at start.
+
+    A parameter that is not `live` is declared read-only: `ros2 param set` is refused, instead
+    of succeeding and changing nothing. A change to live parameters is checked (types) and
+    handed to `on_change({name: value})`, which applies it or raises ValueError with the
+    reason (the set is then refused with it).
 
     A float parameter also takes an integer (`-p episode_timeout:=90`, which rclpy would
     refuse as the wrong type) and reads as a float; anything else there is a clear error."""
-    from rcl_interfaces.msg import ParameterDescriptor
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
+    by_name = {p.name: p for p in table}
     values = {}
     for p in table:
-        number = isinstance(p.default, float)
-        descriptor = ParameterDescriptor(description=p.meaning, dynamic_typing=number)
-        value = node.declare_parameter(p.name, p.default, descriptor).value
-        if number:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"parameter {p.name!r} must be a number, got {value!r}")
-            value = float(value)
-        values[p.name] = value
+        descriptor = ParameterDescriptor(description=p.meaning + ("" if p.live else " (read-only: set at start)"),
+                                         dynamic_typing=isinstance(p.default, float), read_only=not p.live)
+        values[p.name] = _typed(p, node.declare_parameter(p.name, p.default, descriptor).value)
+    if any(p.live for p in table):
+        if on_change is None:
+            raise ValueError(f"{node.get_name()}: live parameters need an on_change handler")
+
+        def check(parameters) -> SetParametersResult:
+            changes = {}
+            try:
+                for parameter in parameters:
+                    if parameter.name in by_name:
+                        changes[parameter.name] = _typed(by_name[parameter.name], parameter.value)
+                if changes:
+                    on_change(changes)
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            return SetParametersResult(successful=True)
+        node.add_on_set_parameters_callback(check)
     return values
+
+
+def _typed(p: Param, value: Any) -> Any:
+    """`value` of parameter `p` as its default's type (an integer for a float reads as a float)."""
+    if isinstance(p.default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter {p.name!r} must be a number, got {value!r}")
+        return float(value)
+    return value
 
 
 def yaml_value(value: Any) -> str:
@@ -95,8 +118,8 @@ def config_yaml(table: Sequence[Param], title: str) -> str:
 
 
 def markdown(table: Sequence[Param]) -> str:
-    rows = ["| parameter | default | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{p.name}` | `{yaml_value(p.default)}` | {p.meaning} |" for p in table]
+    rows = ["| parameter | default | live | meaning |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{p.name}` | `{yaml_value(p.default)}` | {'yes' if p.live else 'no'} | {p.meaning} |" for p in table]
     return "\n".join(rows)
 
 
