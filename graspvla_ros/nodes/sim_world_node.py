@@ -80,10 +80,13 @@ class SimWorldNode(Node):
         self.target_pub = self.create_publisher(String, "sim/target", LATCHED)
         self.success_pub = self.create_publisher(Bool, "sim/grasp_success", 10)
         self.create_subscription(String, "sim/set_target", lambda m: self._set_target(m.data), 10)
+        self.faults_pub = self.create_publisher(String, "sim/faults", LATCHED)
+        self.create_subscription(String, "sim/inject_fault", lambda m: self._inject(m.data), 10)
         self.create_service(Trigger, "sim/check_success", self._check_success)
         self.create_service(Trigger, "sim/reset_objects", self._reset_objects)
         self.world.start()
         self._set_target(p["target"])
+        self.faults_pub.publish(String(data=json.dumps(self.world.server.faults())))
         self.names_pub.publish(String(data=json.dumps([o.name for o in OBJECTS])))
         self.create_timer(1.0 / p["ground_truth_rate_hz"], self._publish_ground_truth)
         self._stop = threading.Event()
@@ -100,6 +103,23 @@ class SimWorldNode(Node):
         self.get_logger().info(f"franky-sim on {p['host']}, seed {p['seed']}, cameras "
                                f"{[c.name for c in self.world.scene.cameras]} at {p['camera_rate_hz']} Hz "
                                f"(process {self.cameras.process.pid}), /clock at {p['clock_rate_hz']} Hz")
+
+    def _inject(self, fault: str) -> None:
+        """Make the simulated robot fail as a real one does (sim.faults); the faults in force go
+        out on the latched `sim/faults`, and once more when a timed one (network_drop) ends."""
+        try:
+            active = self.world.server.inject(fault)
+        except ValueError as err:
+            self.get_logger().error(f"sim/inject_fault: {err}")
+            return
+        self.get_logger().warning(f"fault injected: {fault}")
+        self.faults_pub.publish(String(data=json.dumps(active)))
+        if active["offline"]:
+            def back() -> None:
+                if not self.world.server.faults()["offline"]:
+                    timer.cancel()
+                    self.faults_pub.publish(String(data=json.dumps(self.world.server.faults())))
+            timer = self.create_timer(0.1, back)
 
     def _publish_clock(self) -> None:
         sec, nanosec = divmod(round(self.world.time() * 1e9), 1_000_000_000)

@@ -25,13 +25,16 @@ from collections.abc import Callable
 import mujoco
 import numpy as np
 from franky_sim import SimulationServer
+from franky_sim.base_simulator import RobotParameters
 from franky_sim.mujoco_simulator import MujocoSimulator
 
 from graspvla_ros.bringup import die_with_parent
+from graspvla_ros.sim.faults import FaultyRobotServer
 
 ROBOT_PORT = 1337
 GRIPPER_PORT = 1338
 CUBE_SIZE = 0.04
+FRANKA_HAND_EE = 0.1034  # m, flange → EE of Desk's Franka Hand setting
 
 
 def add_cube(worldbody: ET.Element, name: str = "cube", pos=(0.5, 0.0, CUBE_SIZE / 2),
@@ -66,11 +69,22 @@ def external_force(model: mujoco.MjModel, data: mujoco.MjData, prefix: str = ROB
 
 
 class _LockedSimulationServer(SimulationServer):
-    """The franky-sim control loop, stepping under a lock that readers can take."""
+    """The franky-sim control loop, stepping under a lock that readers can take, with robot
+    servers that answer as a real robot does (sim.faults) and report the contact force."""
 
     def __init__(self, sim: MujocoSimulator, host: str, lock: threading.Lock):
         super().__init__(sim, hostname_candidates=[host])
         self._lock = lock
+
+    def init(self) -> None:
+        for robot in self.sim.robots:
+            rs = FaultyRobotServer(robot, self._remaining_hostname_candidates,
+                                   external_force=lambda: external_force(self.sim.model, self.sim.data),
+                                   sim_time=lambda: self.sim.data.time)
+            rs.init()
+            rs.fail_next_gripper_command()
+            self.robot_servers.append(rs)
+        self.sim.start()
 
     def _run_loop(self, realtime: bool | float) -> None:
         period = 0.001 * float(realtime)
@@ -89,7 +103,8 @@ class SimServer:
     """One simulated FR3 + gripper served on `host` (a 127.x.y.z address)."""
 
     def __init__(self, host: str = "127.0.0.1",
-                 scene: Callable[[ET.Element], None] | None = None, realtime: float = 1.0):
+                 scene: Callable[[ET.Element], None] | None = None, realtime: float = 1.0,
+                 ee_offset: float = FRANKA_HAND_EE):
         if not host.startswith("127."):
             raise ValueError(f"franky-sim must bind a loopback address (127.x.y.z), got {host!r}")
         self.host = host
@@ -97,7 +112,8 @@ class SimServer:
         self.lock = threading.Lock()
         self.sim = MujocoSimulator()
         self.sim.init()
-        self.sim.add_robot()
+        # Desk's end effector: the Franka Hand unless a test configures another one
+        self.sim.add_robot(robot_parameters=RobotParameters(ee_tcp_xyz=(0.0, 0.0, ee_offset)))
         if scene is not None:
             scene(self.sim.worldbody)
         self._server = _LockedSimulationServer(self.sim, host, self.lock)
@@ -113,9 +129,6 @@ class SimServer:
 
     def start(self, timeout: float = 10.0) -> SimServer:
         self._server.init()
-        for rs in self._server.robot_servers:  # state sent to franky, with the contact force filled in
-            rs._get_state_bytes = lambda rs=rs: rs.robot_state.replace(
-                O_F_ext_hat_K=external_force(self.model, self.data)).pack_state()
         self._server.run_async(self.realtime)
         self._started = True
         deadline = time.monotonic() + timeout
@@ -139,6 +152,18 @@ class SimServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def inject(self, fault: str) -> dict:
+        """Make the robot fail as a real one does (sim.faults.FAULTS); returns the faults in
+        force. Raises ValueError for an unknown fault."""
+        with self.lock:
+            robot = self._server.robot_servers[0]
+            robot.inject(fault)
+            return robot.active()
+
+    def faults(self) -> dict:
+        with self.lock:
+            return self._server.robot_servers[0].active()
 
     def body_position(self, name: str):
         """World position of a named body (a copy, read under the lock)."""
