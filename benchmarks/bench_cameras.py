@@ -155,7 +155,7 @@ def mask_iou() -> list[tuple[str, dict]]:
     import cv2
     from PIL import Image
 
-    from graspvla_ros.control import HOME_POSITION, HOME_RPY
+    from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
     from graspvla_ros.sim.world import SimWorld
     refs = {c: np.asarray(Image.open(REF_DIR / f"{c}_ref.png")) > 127 for c in ("front", "side")}
 

@@ -13,7 +13,8 @@ import numpy as np
 from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.demo_chunks import CHUNK_PERIOD, HORIZON, STEP_DT, ScriptedPath, evaluate, square_path, stream
-from graspvla_ros.control import FrankaExecutor, Strategy
+from graspvla_ros.control import ArmController, Strategy
+from graspvla_ros.graph import sim_controller_settings
 from graspvla_ros.sim.server import sim_process
 
 HOST = "127.0.250.2"
@@ -24,8 +25,8 @@ MOVING = 5e-4  # m/s
 COMMAND = "scripts/isolated .venv/bin/python -m benchmarks.bench_controller"
 
 
-class TimedExecutor(FrankaExecutor):
-    """The executor, timestamping each chunk's path through it: `submit` → franky `move` issued."""
+class TimedExecutor(ArmController):
+    """The controller, timestamping each chunk's path through it: `submit` → franky `move` issued."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -43,7 +44,7 @@ class TimedExecutor(FrankaExecutor):
 class Sampler:
     """TCP position at ~200 Hz on its own thread, stamped on the executor's and the robot's clock."""
 
-    def __init__(self, ex: FrankaExecutor):
+    def __init__(self, ex: ArmController):
         self.ex, self.samples, self._stop = ex, [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -67,7 +68,7 @@ class Sampler:
                 np.array([x for _, _, x in self.samples]))
 
 
-def wait_still(ex: FrankaExecutor, timeout: float = 10.0, speed: float = 1e-4) -> Pose:
+def wait_still(ex: ArmController, timeout: float = 10.0, speed: float = 1e-4) -> Pose:
     """Until the commanded TCP speed stays under `speed` for 50 ms."""
     deadline, still_since = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
@@ -132,7 +133,7 @@ def latency_row(name: str, trials: list[tuple[float, float] | None]) -> str:
             f"| {p(ok[:, 1], 50)} / {p(ok[:, 1], 99)} ms | {lost} |")
 
 
-def run_streaming(ex: FrankaExecutor, path: ScriptedPath) -> dict:
+def run_streaming(ex: ArmController, path: ScriptedPath) -> dict:
     with Sampler(ex) as sampler:
         t0, sent = stream(path, ex.clock, lambda: ex.read_state().ee, ex.submit, latency=INFERENCE_LATENCY)
         final = wait_still(ex)
@@ -142,7 +143,7 @@ def run_streaming(ex: FrankaExecutor, path: ScriptedPath) -> dict:
     return {"metrics": m, "total": total, "chunks": len(sent), "sim_speed": (robot_t[-1] - robot_t[0]) / (t[-1] - t[0])}
 
 
-def run_blocking(ex: FrankaExecutor, path: ScriptedPath) -> dict:
+def run_blocking(ex: ArmController, path: ScriptedPath) -> dict:
     """The official blocking client (strategy official_blocking): observe, infer, execute the chunk,
     wait for 0.5 mm convergence, then observe again; each chunk advances the script by its horizon."""
     t0, elapsed, chunks, robot_t0 = ex.clock() * 1e-9, 0.0, 0, ex.read_state().robot_time
@@ -165,7 +166,7 @@ def run_blocking(ex: FrankaExecutor, path: ScriptedPath) -> dict:
             "sim_speed": (ex.read_state().robot_time - robot_t0) / total}
 
 
-def compare(ex: FrankaExecutor, speed: float) -> str:
+def compare(ex: ArmController, speed: float) -> str:
     """Two table rows: the square (edge = 1 s of travel, so 20 chunks) streamed, then blocking."""
     ex.strategy = Strategy.STREAMING
     ex.home()
@@ -190,7 +191,7 @@ def compare(ex: FrankaExecutor, speed: float) -> str:
 
 
 def main() -> None:
-    with sim_process(HOST), TimedExecutor(HOST, tcp_offset=0.0) as ex:
+    with sim_process(HOST), TimedExecutor(sim_controller_settings(HOST)) as ex:
         ex.home()
         latency = [latency_row("arm at rest", receipt_to_motion_latency(ex)),
                    latency_row("replacing a running motion", replacement_latency(ex))]
@@ -201,7 +202,7 @@ def main() -> None:
     table = "\n".join(rows)
     md = f"""## Controller (franky executor on franky-sim)
 
-Chunk receipt → motion update: from `FrankaExecutor.submit` to the first robot state (1 kHz)
+Chunk receipt → motion update: from `ArmController.submit` to the first robot state (1 kHz)
 whose commanded TCP speed changed by {MOVING * 1e3:.1f} mm/s, {LATENCY_TRIALS} trials each: from rest
 (franky starts a new control loop), and replacing a running motion (a reversing chunk while the
 arm cruises at 30 mm/s: the case of streaming).

@@ -12,8 +12,8 @@ import numpy as np
 
 from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk
-from graspvla_ros.control import ControllerState, FrankaExecutor, GripperSettings, Strategy
-from graspvla_ros.graph import SIM_CONTROLLER
+from graspvla_ros.control import ArmController, ControllerState, Strategy
+from graspvla_ros.graph import sim_controller_settings
 from graspvla_ros.safety import ChunkRejected
 from graspvla_ros.sim.server import sim_process
 
@@ -32,7 +32,7 @@ def window_speed(t: np.ndarray, x: np.ndarray, window: float = 0.02) -> float:
     return max(speeds, default=0.0)
 
 
-def speed_while_closing(ex: FrankaExecutor) -> float:
+def speed_while_closing(ex: ArmController) -> float:
     """A chunk down at 5 cm/s with the close on step 4 of 8; max TCP speed (m/s) from the
     fingers' first 2 mm to within 2 mm of their final width."""
     ex.home()
@@ -59,7 +59,7 @@ def speed_while_closing(ex: FrankaExecutor) -> float:
     return window_speed(t[closing], x[closing])
 
 
-def estop_to_rest(ex: FrankaExecutor) -> list[tuple[float, float]]:
+def estop_to_rest(ex: ArmController) -> list[tuple[float, float]]:
     """(wall s, robot s) from `estop()` called to the first state with commanded TCP speed under
     AT_REST, streaming along ±y at ESTOP_SPEED."""
     out = []
@@ -95,9 +95,8 @@ def estop_to_rest(ex: FrankaExecutor) -> list[tuple[float, float]]:
 
 
 def main() -> None:
-    gripper = GripperSettings.from_params(SIM_CONTROLLER)
     grasp_rows = []
-    with sim_process(HOST), FrankaExecutor(HOST, gripper=gripper, tcp_offset=0.0) as ex:
+    with sim_process(HOST), ArmController(sim_controller_settings(HOST)) as ex:
         for strategy in Strategy:
             ex.strategy = strategy
             speeds = [speed_while_closing(ex) for _ in range(GRASP_TRIALS)]
@@ -118,7 +117,7 @@ before this change the close fired on a timer and the arm moved at 16 mm/s meanw
 |---|---|---|---|
 {chr(10).join(grasp_rows)}
 
-E-stop: `FrankaExecutor.estop()` (what `/controller/estop` calls) while streaming along y at
+E-stop: `ArmController.estop()` (what `/controller/estop` calls) while streaming along y at
 {ESTOP_SPEED * 100:.0f} cm/s, to the first robot state whose commanded TCP speed is under
 {AT_REST * 1e3:.0f} mm/s (franky's `CartesianStopMotion` decelerates at the arm's limits scaled by
 `relative_dynamics_factor` {ex.dynamics_factor}); {ESTOP_TRIALS} trials.

@@ -142,9 +142,23 @@ SIM_BACKEND = "expert"
 # official grasp(0.04, ε ±0.04) would stop at 4 cm and never squeeze a 4 cm object.
 # Without a GPU the simulated cameras render on the CPU (50–300 ms a pair on the loaded 2-core
 # test machine), so their pairs reach the policy older than a real camera's: the controller takes
-# chunks observed up to 1.2 s ago, the policy views up to 0.9 s old.
-SIM_CONTROLLER = {"tcp_offset": 0.0, "gripper.grasp_width": 0.0, "gripper.grasp_speed": 0.1, "gripper.force": 35.0,
+# chunks observed up to 1.2 s ago, the policy views up to 0.9 s old. libfranka's rate limiter
+# starts from the commanded pose the robot echoes (O_T_EE_c), which franky-sim does not keep up:
+# with it, motions end short there (a home 3 cm off), so the sim runs without it.
+SIM_CONTROLLER = {"tcp_offset": 0.0, "limit_rate": False, "gripper.grasp_width": 0.0, "gripper.grasp_speed": 0.1, "gripper.force": 35.0,
                   "gripper.epsilon_inner": 0.005, "gripper.epsilon_outer": 0.08, "safety.max_chunk_age": 1.2}
+
+
+def sim_controller_settings(host: str, **params: Any):
+    """The controller's settings in the sim graph on `host` (`params` by parameter name, e.g.
+    `**{"safety.hold_timeout": 0.6}`): how tests and benchmarks run the controller's core with
+    the sim graph's parameters instead of a copy of them."""
+    from graspvla_ros.control.settings import ControllerSettings
+    from graspvla_ros.settings import build
+
+    return build(ControllerSettings, {**SIM_CONTROLLER, "robot_ip": host, **params})
+
+
 # Simulated objects sag 1–3 cm in the fingers as the lift starts: an episode succeeds at a 15 cm
 # TCP lift (the expert lifts 20 cm), for sim_world's own 10 cm object lift.
 SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15}
@@ -153,6 +167,7 @@ SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15}
 INPUTS = {
     "/graspvla/instruction": "what to grasp (`graspvla say ...`)",
     "/sim/set_target": "the object whose grasp sim_world scores",
+    "/sim/inject_fault": "a fault for the simulated robot (tests, benchmarks: sim.faults)",
 }
 
 

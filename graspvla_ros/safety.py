@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from graspvla_ros.chunk import ROW_WIDTH, ActionChunk, Pose, Waypoint
+from graspvla_ros.settings import setting
 
 
 class ChunkRejected(ValueError):
@@ -27,12 +28,18 @@ class ChunkRejected(ValueError):
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    workspace_min: tuple[float, float, float] = (0.2, -0.4, 0.0)
-    workspace_max: tuple[float, float, float] = (0.8, 0.4, 0.6)
-    max_step_translation: float = 0.02
-    max_step_rotation: float = 0.05
-    max_chunk_age: float = 1.0
-    hold_timeout: float = 1.0
+    """The controller's `safety.*` parameters; `frame_id` (the node's `base_frame`) is set by it."""
+
+    workspace_min: tuple[float, float, float] = setting((0.2, -0.4, 0.0), "m, box (base frame) every target is clamped into")
+    workspace_max: tuple[float, float, float] = setting((0.8, 0.4, 0.6), "m, box (base frame) every target is clamped into")
+    max_step_translation: float = setting(
+        0.02, "m per step, relative to the step before (the first: the current pose); `official_blocking` clips at 0.01 "
+              "as the official blocking client does")
+    max_step_rotation: float = setting(0.05, "rad per step")
+    max_chunk_age: float = setting(
+        1.0, "s, older observations are refused (the official eager client sends chunks 0.5–0.7 s after their "
+             "observation)", live=True)
+    hold_timeout: float = setting(1.0, "s without a chunk before HOLDING", live=True)
     frame_id: str = "base"
 
     def __post_init__(self) -> None:
@@ -72,21 +79,23 @@ class SafetyLimits:
     def clamp_position(self, position: np.ndarray) -> np.ndarray:
         return np.clip(position, self.workspace_min, self.workspace_max)
 
-    def clip(self, start: Pose, waypoints: list[Waypoint]) -> list[Waypoint]:
+    def clip(self, start: Pose, waypoints: list[Waypoint], max_step: float | None = None) -> list[Waypoint]:
         """Bound each step relative to the (already bounded) pose before it, starting at
-        `start` (the current pose), and clamp every target into the workspace box."""
+        `start` (the current pose), at most `max_step` m (default and upper bound:
+        `max_step_translation`), and clamp every target into the workspace box."""
+        step = self.max_step_translation if max_step is None else min(max_step, self.max_step_translation)
         out, prev = [], start
         for w in waypoints:
-            pose = self._bounded_step(prev, w.pose)
+            pose = self._bounded_step(prev, w.pose, step)
             pose = Pose(self.clamp_position(pose.position), pose.rotation)
             out.append(Waypoint(w.stamp_ns, pose, w.gripper))
             prev = pose
         return out
 
-    def _bounded_step(self, prev: Pose, target: Pose) -> Pose:
+    def _bounded_step(self, prev: Pose, target: Pose, max_step: float) -> Pose:
         delta = target.position - prev.position
         dist = float(np.linalg.norm(delta))
-        position = prev.position + delta * (self.max_step_translation / dist) if dist > self.max_step_translation else target.position
+        position = prev.position + delta * (max_step / dist) if dist > max_step else target.position
         angle = prev.rotation_to(target)
         rotation = target.rotation
         if angle > self.max_step_rotation:

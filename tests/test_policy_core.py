@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_OPEN, Pose
-from graspvla_ros.control import HOME_POSITION, HOME_RPY
+from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
 from graspvla_ros.model.generate import split_actions, quantize_gripper
 from graspvla_ros.policy import episode
 from graspvla_ros.policy.backend import postprocess

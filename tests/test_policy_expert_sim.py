@@ -48,12 +48,12 @@ def _grasp(world, arm, name: str, timeout: float, rejected: list) -> bool:
 
 @pytest.mark.timeout(900)  # eight grasps of up to 60 s each on a loaded machine
 def test_expert_grasps_and_lifts_every_object(new_loopback_host):
-    from graspvla_ros.control import FrankaExecutor, GripperSettings
-    from graspvla_ros.graph import SIM_CONTROLLER
+    from graspvla_ros.control import ArmController
+    from graspvla_ros.graph import sim_controller_settings
 
     results, rejected = {}, {}
     with SimWorld(seed=SEED, host=new_loopback_host()) as world, \
-            FrankaExecutor(world.server.host, gripper=GripperSettings.from_params(SIM_CONTROLLER)) as arm:
+            ArmController(sim_controller_settings(world.server.host)) as arm:
         for spec in OBJECTS:
             arm.home()
             world.relayout(SEED)

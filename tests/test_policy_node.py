@@ -17,7 +17,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.control import HOME_POSITION
+from graspvla_ros.deployment import HOME_POSITION
 from graspvla_ros.graph import configure, sim_graph
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import call_trigger

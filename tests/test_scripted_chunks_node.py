@@ -8,7 +8,7 @@ from std_msgs.msg import Float64
 
 from conftest import wait_for
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.control import HOME_POSITION
+from graspvla_ros.deployment import HOME_POSITION
 from graspvla_ros.graph import SIM_CONTROLLER, controller, scripted_chunks
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]

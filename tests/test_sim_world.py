@@ -213,14 +213,15 @@ def test_grasp_success_when_the_arm_lifts_the_named_object(new_loopback_host):
     """The project's franky executor picks up the blue cylinder: held but not lifted is not a
     success, lifted 15 cm in the gripper is; the other objects never count."""
     from graspvla_ros.chunk import GRIPPER_CLOSE, ActionChunk, Pose
-    from graspvla_ros.control import HOME_RPY, FrankaExecutor, GripperSettings
-    from graspvla_ros.graph import SIM_CONTROLLER
+    from graspvla_ros.control import ArmController
+    from graspvla_ros.deployment import HOME_RPY
+    from graspvla_ros.graph import sim_controller_settings
 
     from conftest import wait_for
 
     target = "blue cylinder"
-    with SimWorld(seed=SEED, host=new_loopback_host()) as world, FrankaExecutor(
-            world.server.host, gripper=GripperSettings.from_params(SIM_CONTROLLER)) as arm:
+    with SimWorld(seed=SEED, host=new_loopback_host()) as world, ArmController(
+            sim_controller_settings(world.server.host)) as arm:
         arm.home()
         start = world.object_poses()[target][0]
         down = Pose.from_xyz_rpy(start, HOME_RPY).rotation

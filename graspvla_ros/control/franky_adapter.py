@@ -1,12 +1,14 @@
 """The thin franky adapter: the only module that talks to franky.
 
 Invariants: it converts between the TCP (what the rest of the controller plans in) and franky's
-configured end-effector (`tcp_offset` m before the TCP along its z) in one place, and it issues
-exactly the commands it is asked for, never on its own (the executor gates every one).
+configured end-effector (`tcp_offset` m before the TCP along its z) in one place; it issues
+exactly the commands it is asked for, never on its own (the controller gates every one); and it
+names every exception franky can raise (`classify`), so the controller can end each in a state.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -15,8 +17,14 @@ from scipy.spatial.transform import Rotation
 
 from graspvla_ros.chunk import Pose
 from graspvla_ros.control.planner import Setpoint, flange_to_tcp, tcp_to_flange
+from graspvla_ros.control.settings import Compliance, ContactSettings
 
 log = logging.getLogger(__name__)
+WAIT_REPORT_S = 30.0  # while the robot does not answer at start, say so again this often
+# Connections given up because the robot stopped answering. They are never destroyed: libfranka's
+# destructor sends a stop and waits for its answer forever, holding the GIL (it froze the whole
+# process when the last reference to such a connection went). One entry per lost connection.
+_ABANDONED: list = []
 
 
 class FrankaProtocolMismatch(RuntimeError):
@@ -28,6 +36,19 @@ class MotionTypeBusy(RuntimeError):
     (joint ↔ Cartesian); stop it and wait for it to end first."""
 
 
+class RobotFault(RuntimeError):
+    """A robot error the controller turns into a state: `kind` is one of FAULT_KINDS."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+NETWORK_WORDS = ("net exception", "timeout", "connection", "socket")
+# What `classify` names franky's exceptions: the controller's reaction to each is in control.recovery.
+FAULT_KINDS = ("reflex", "user_stop", "network", "busy", "planner", "motion_type", "rejected", "fatal")
+
+
 def explain_connection_error(host: str, err: Exception) -> Exception:
     """Turn libfranka's protocol/version errors into one line a Panda user can act on."""
     text = f"{type(err).__name__}: {err}"
@@ -37,17 +58,6 @@ def explain_connection_error(host: str, err: Exception) -> Exception:
             "carry libfranka 0.21 (FR3, robot server v10): a Franka Panda (FER) needs franky built "
             "against the libfranka of its system version")
     return err
-
-
-@dataclass(frozen=True)
-class Compliance:
-    """How the arm yields on contact. Defaults: the official client's Cartesian impedance
-    (2000 N/m, 150 Nm/rad) in the Franka's own Cartesian impedance controller, and reflex
-    thresholds above the 15 N contact reaction, so the controller retreats before a reflex."""
-
-    cartesian_impedance: tuple[float, ...] = (2000.0, 2000.0, 2000.0, 150.0, 150.0, 150.0)
-    torque_threshold: float = 40.0   # Nm, collision reflex per joint
-    force_threshold: float = 60.0    # N, collision reflex at the end effector
 
 
 @dataclass
@@ -62,19 +72,33 @@ class RobotState:
     robot_time: float = 0.0       # s, the robot's own clock (franky-sim's runs slower than wall time)
 
 
+@dataclass
+class ContactLatch:
+    """Set by the contact reaction inside franky's 1 kHz loop (so it only records): the force
+    and the TCP pose when it fired."""
+
+    event: threading.Event
+    force_z: float = 0.0
+    where: Pose | None = None
+
+
 class FrankyArm:
+    """One connection to the robot and its gripper (`connect` retries while it does not answer)."""
+
     def __init__(self, host: str, *, realtime: bool, dynamics_factor: float, tcp_offset: float,
-                 compliance: Compliance, timeout: float = 0.0):
+                 compliance: Compliance, contact: ContactSettings, limit_rate: bool, timeout: float = 0.0):
         import franky  # here, so the pure core loads without the robot library
 
         self.f = franky
         self.host = host
         self.tcp_offset = tcp_offset
-        # franky raises reflexes as ControlException, and a failing trajectory planner (ruckig,
-        # "Motion planner failed with error code -111", seen in franky-sim) as a plain RuntimeError.
-        self.motion_errors = (franky.ControlException, RuntimeError)
+        self.contact_settings = contact
+        self.limit_rate = limit_rate
+        self.contact = ContactLatch(threading.Event())
+        self._rng = np.random.default_rng()
         config = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        reported = None
         while True:
             try:
                 self.robot = franky.Robot(host, realtime_config=config,
@@ -82,18 +106,25 @@ class FrankyArm:
                 self.gripper = franky.Gripper(host)
                 break
             except franky.NetworkException as err:
-                if time.monotonic() >= deadline:
+                waited = time.monotonic() - start
+                if waited >= timeout:
                     raise explain_connection_error(host, err) from err
-                log.info("robot at %s not reachable yet (%s); retrying", host, err)
+                if reported is None or waited - reported >= WAIT_REPORT_S:
+                    log.warning("waiting for the robot at %s (%s)%s", host, str(err),
+                                f", {waited:.0f} s so far" if reported is not None else "")
+                    reported = waited
                 time.sleep(0.5)
             except Exception as err:  # libfranka raises several exception types here
                 raise explain_connection_error(host, err) from err
         self.robot.relative_dynamics_factor = dynamics_factor
-        if self.robot.has_errors:
-            self.robot.recover_from_errors()
         self.robot.set_cartesian_impedance(list(compliance.cartesian_impedance))
         self.robot.set_collision_behavior([compliance.torque_threshold] * 7, [compliance.force_threshold] * 6)
 
+    def abandon(self) -> None:
+        """Give up this connection to a robot that does not answer, without destroying it."""
+        _ABANDONED.append((self.robot, self.gripper))
+
+    # --- reading ---------------------------------------------------------------------------
     def state(self, stamp_ns: int, gripper_width: float) -> RobotState:
         """One libfranka state snapshot (~1 ms)."""
         s = self.robot.state
@@ -109,10 +140,23 @@ class FrankyArm:
             robot_time=s.time.to_sec(),
         )
 
-    def external_force(self) -> np.ndarray:
-        """(6,) estimated external wrench on the robot in the base frame (O_F_ext_hat_K)."""
-        return np.asarray(self.robot.state.O_F_ext_hat_K, float)
+    def end_effector_offset(self) -> np.ndarray:
+        """(3,) m, flange → franky's end effector as the robot reports it (F_T_EE: Desk's end
+        effector setting; the Franka Hand's is (0, 0, 0.1034))."""
+        return np.asarray(self.robot.state.F_T_EE.translation, float)
 
+    def robot_mode(self) -> str:
+        """libfranka's robot mode: Other, Idle, Move, Guiding, Reflex, UserStopped, AutomaticErrorRecovery."""
+        return self.robot.state.robot_mode.name
+
+    def errors(self) -> list[str]:
+        """The robot's current error flags, by name."""
+        return _flag_names(self.robot.state.current_errors)
+
+    def last_motion_errors(self) -> list[str]:
+        return _flag_names(self.robot.state.last_motion_errors)
+
+    # --- motions ---------------------------------------------------------------------------
     def _affine(self, flange: Pose):
         return self.f.Affine(flange.position, Rotation.from_matrix(flange.rotation).as_quat())
 
@@ -121,7 +165,21 @@ class FrankyArm:
         running = self.robot.current_control_signal_type
         if running is not None and running != signal:
             raise MotionTypeBusy(f"a {running.name} motion still runs")
-        self.robot.move(motion, asynchronous=True)
+        self.robot.move(motion, asynchronous=True, limit_rate=self.limit_rate)
+
+    def _with_contact_reaction(self, motion):
+        """The official contact reaction inside franky's 1 kHz loop: |F_z| above the limit
+        replaces the motion with a retreat of `contact.lift` m back along the tool axis (up, for
+        the hand pointing down), with up to `contact.jitter` m sideways."""
+        f, c = self.f, self.contact_settings
+        jitter = self._rng.uniform(-c.jitter, c.jitter, 2)
+        retreat = f.CartesianMotion(f.Affine([jitter[0], jitter[1], -c.lift]), f.ReferenceType.Relative)
+        reaction = f.Reaction((f.Measure.FORCE_Z > c.force_limit) | (f.Measure.FORCE_Z < -c.force_limit), retreat)
+        # The callback must not hold this object: franky keeps the motion, so a reference back to
+        # the arm would be a cycle through C++ that keeps the connection open after it is dropped.
+        reaction.register_callback(_contact_recorder(self.contact, self.tcp_offset))
+        motion.add_reaction(reaction)
+        return motion
 
     def move_through(self, setpoints: list[Setpoint]) -> None:
         """Start (asynchronously) one motion through the set-points, replacing the running one."""
@@ -130,12 +188,13 @@ class FrankyArm:
             f.CartesianState(f.RobotPose(self._affine(s.flange)), f.RobotVelocity(f.Twist(s.linear, s.angular))),
             f.ReferenceType.Absolute, f.RelativeDynamicsFactor(1.0, 1.0, 1.0),
             f.Duration(max(1, int(round(s.duration * 1e3))))) for s in setpoints]
-        self._replace(f.CartesianWaypointMotion(waypoints), f.ControlSignalType.CartesianPose)
+        self._replace(self._with_contact_reaction(f.CartesianWaypointMotion(waypoints)), f.ControlSignalType.CartesianPose)
 
-    def move_to(self, tcp: Pose) -> None:
-        """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp`."""
+    def move_to(self, tcp: Pose, contact: bool = True) -> None:
+        """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp` (with the
+        contact reaction unless `contact` is False: the retreat itself)."""
         motion = self.f.CartesianMotion(self._affine(tcp_to_flange(tcp, self.tcp_offset)), self.f.ReferenceType.Absolute)
-        self._replace(motion, self.f.ControlSignalType.CartesianPose)
+        self._replace(self._with_contact_reaction(motion) if contact else motion, self.f.ControlSignalType.CartesianPose)
 
     def move_joints(self, joints) -> None:
         """Start (asynchronously) a joint motion that ends at rest at `joints` (7, rad)."""
@@ -154,17 +213,81 @@ class FrankyArm:
         if running is not None:
             self.robot.move(stops[running](), asynchronous=True)
 
-    def join(self, timeout: float) -> bool:
-        """Wait for the running motion to end; raises a motion error if it ended in one."""
-        return bool(self.robot.join_motion(timeout=timeout))
+    def moving(self) -> bool:
+        """A motion runs (franky's control loop is active)."""
+        return self.robot.current_control_signal_type is not None
 
-    def is_robot_error(self, err: Exception) -> bool:
-        """A reflex or robot error (ControlException), as opposed to franky's own planner failing."""
-        return isinstance(err, self.f.ControlException)
+    def join(self, timeout: float) -> bool:
+        """Wait for the running motion to end; raises its error if it ended in one."""
+        return bool(self.robot.join_motion(timeout=timeout))
 
     def poll(self) -> None:
         """Raise the running (or last) motion's error, if any."""
         self.robot.poll_motion()
 
+    def set_dynamics_factor(self, factor: float) -> None:
+        """franky's global velocity/acceleration/jerk scale, for the motions started after this."""
+        self.robot.relative_dynamics_factor = factor
+
+    # --- errors ----------------------------------------------------------------------------
     def recover(self) -> None:
-        self.robot.recover_from_errors()
+        """libfranka's automatic error recovery, only when the robot has errors, and checked
+        against a fresh state (franky's return value can come from a stale one). Call it only
+        once no motion runs: the robot rejects it otherwise. Raises RobotFault if it failed."""
+        if not self.robot.has_errors:
+            return
+        try:
+            self.robot.recover_from_errors()
+        except self.f.CommandException as err:
+            raise RobotFault(self.classify(err), f"error recovery refused: {err}") from err
+        left = self.errors()
+        if left:
+            raise RobotFault("rejected", f"error recovery left {', '.join(left)}")
+
+    def classify(self, err: BaseException) -> str:
+        """Which of FAULT_KINDS `err` is, from its type, its text and, where the robot still
+        answers, its mode."""
+        f = self.f
+        text = str(err)
+        if isinstance(err, RobotFault):
+            return err.kind
+        if isinstance(err, f.NetworkException):
+            return "network"
+        if isinstance(err, f.InvalidMotionTypeException):
+            return "motion_type"
+        if isinstance(err, (f.ControlException, f.CommandException)):
+            if "User Stop" in text:
+                return "user_stop"
+            if "reflex" in text:
+                return "reflex"
+            try:
+                mode = self.robot_mode()
+            except f.NetworkException:
+                return "network"
+            if mode == "UserStopped":
+                return "user_stop"
+            if mode == "Reflex":
+                return "reflex"
+            if "not possible in the current mode" in text and self.moving():
+                return "busy"
+            return "rejected"
+        if isinstance(err, RuntimeError) and "Motion planner failed" in text:
+            return "planner"  # franky's own trajectory planner (ruckig), not the robot
+        if isinstance(err, (RuntimeError, OSError)) and any(w in text.lower() for w in NETWORK_WORDS):
+            return "network"  # Poco's socket errors reach Python as "Net Exception", "Timeout", ...
+        return "fatal"  # RealtimeException, InvalidOperationException, ProtocolException, anything else
+
+
+def _contact_recorder(latch: ContactLatch, tcp_offset: float):
+    """The contact reaction's callback; it runs inside franky's control loop: record, never block."""
+    def record(state, *_times) -> None:
+        if not latch.event.is_set():
+            ee = state.O_T_EE
+            latch.force_z = float(state.O_F_ext_hat_K[2])
+            latch.where = flange_to_tcp(Pose.from_xyz_quat(ee.translation, ee.quaternion), tcp_offset)
+            latch.event.set()
+    return record
+
+
+def _flag_names(errors) -> list[str]:
+    return [name for name in dir(errors) if not name.startswith("_") and getattr(errors, name) is True]

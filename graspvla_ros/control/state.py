@@ -25,14 +25,17 @@ class ControllerState(str, enum.Enum):
     HOMING = "HOMING"      # opening the gripper and moving to the reset pose: chunks refused
     GRIPPER = "GRIPPER"    # a gripper change is under way (arm going to its waypoint, held while the fingers move)
     ESTOPPED = "ESTOPPED"  # latched stop: every chunk refused until release
+    USER_STOPPED = "USER_STOPPED"  # the robot's user stop is pressed: chunks refused until it is released
+    DISCONNECTED = "DISCONNECTED"  # the robot does not answer: reconnecting, chunks refused
     FAULT = "FAULT"        # error recovery failed: needs an operator (~/recover)
 
 
 # States that refuse chunks, with the rejection reason.
 REFUSING = {ControllerState.HOMING: "homing", ControllerState.GRIPPER: "gripper_busy",
-            ControllerState.ESTOPPED: "estopped", ControllerState.FAULT: "fault"}
-# States in which the worker may command motion for a chunk.
-MOVING = (ControllerState.IDLE, ControllerState.RUNNING, ControllerState.HOLDING, ControllerState.GRIPPER)
+            ControllerState.ESTOPPED: "estopped", ControllerState.FAULT: "fault",
+            ControllerState.USER_STOPPED: "user_stopped", ControllerState.DISCONNECTED: "disconnected"}
+# States that last until the operator or the robot ends them: hold, home and moves are refused.
+LATCHED = (ControllerState.ESTOPPED, ControllerState.FAULT, ControllerState.USER_STOPPED, ControllerState.DISCONNECTED)
 
 Listener = Callable[[ControllerState, str], None]
 
@@ -50,9 +53,10 @@ class StateMachine:
         self._notifier = threading.Thread(target=self._notify_loop, name="controller-state", daemon=True)
         self._notifier.start()
 
-    def set(self, state: ControllerState, why: str) -> None:
-        """Change state (call with `lock` held); listeners hear of it later, in order."""
-        if state != self.state:
+    def set(self, state: ControllerState, why: str, announce: bool = False) -> None:
+        """Change state (call with `lock` held); listeners hear of it later, in order. With
+        `announce`, they hear of it even when the state stays (a new reason: recovered, holding)."""
+        if state != self.state or announce:
             self.state = state
             self.notify(self._announce, state, why)
 

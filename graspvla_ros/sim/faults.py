@@ -17,7 +17,7 @@ keeps its protocol and adds the robot's side of each fault, following libfranka 
   NetworkException "UDP receive: Timeout" in its control loop or on reading the state); the
   robot aborts the motion as a real one does when its commands stop
   (`communication_constraints_violation`) and holds; the Move's answer is sent when the link is
-  back, if the client is still connected.
+  back, if the client is still connected. `network_restore` ends a drop early.
 - `gripper_fail`: the next grasp or move answers kFail without moving (franky: the future's
   `get()` raises).
 - `force_bias:<N>`: N newtons added to the force estimate's z while the TCP accelerates
@@ -64,8 +64,8 @@ ERROR_FLAGS = (
     "joint_via_motion_generator_planning_joint_limit_violation", "base_acceleration_initialization_timeout",
     "base_acceleration_invalid_reading",
 )
-FAULTS = ("user_stop", "user_stop_release", "reflex[:<error flag>]", "network_drop:<seconds>", "gripper_fail",
-          "force_bias:<newtons>")
+FAULTS = ("user_stop", "user_stop_release", "reflex[:<error flag>]", "network_drop:<seconds>", "network_restore",
+          "gripper_fail", "force_bias:<newtons>")
 BIAS_ACCELERATION = 0.5  # m/s², the TCP acceleration at which force_bias reaches its full value
 
 
@@ -138,6 +138,8 @@ class FaultyRobotServer(FrankaRobotServer):
                 self.reset_current_motion_id()
             self._reflex("communication_constraints_violation")
             self._offline_until = time.monotonic() + seconds
+        elif kind == "network_restore" and not arg:
+            self._offline_until = 0.0
         elif kind == "gripper_fail" and not arg:
             self.gripper_fail = True
         elif kind == "force_bias":

@@ -51,20 +51,44 @@ ROBOT_PREFIX = "robot0_"  # franky-sim names the first robot's bodies robot0_*
 
 
 def external_force(model: mujoco.MjModel, data: mujoco.MjData, prefix: str = ROBOT_PREFIX) -> tuple[float, ...]:
-    """The force (x, y, z, N, world frame; torques 0) that everything else exerts on the robot's
-    bodies through contacts: franky-sim reports no external force estimate (O_F_ext_hat_K is 0),
-    and the controller's contact reaction needs one."""
-    total = np.zeros(3)
-    wrench = np.zeros(6)
+    """The force (x, y, z, N, world frame; torques 0) that everything else exerts on the robot
+    through contacts, as the real estimate (O_F_ext_hat_K) sees it: franky-sim reports none, and
+    the controller's contact reaction needs one. An object held between both fingers counts as
+    the load it is (its weight and what the world pushes on it), not with the fingers' squeeze,
+    which is internal to the hand."""
+    fingers = {model.body(prefix + "left_finger").id, model.body(prefix + "right_finger").id}
+    robot = [model.body(model.geom_bodyid[g]).name.startswith(prefix) for g in range(model.ngeom)]
+    pairs = []
+    touching: dict[int, set[int]] = {}
     for i in range(data.ncon):
         contact = data.contact[i]
-        robot1 = model.body(model.geom_bodyid[contact.geom1]).name.startswith(prefix)
-        robot2 = model.body(model.geom_bodyid[contact.geom2]).name.startswith(prefix)
-        if robot1 == robot2:
+        g1, g2 = contact.geom1, contact.geom2
+        b1, b2 = int(model.geom_bodyid[g1]), int(model.geom_bodyid[g2])
+        pairs.append((i, robot[g1], robot[g2], b1, b2))
+        if robot[g1] != robot[g2]:
+            hand, other = (b1, b2) if robot[g1] else (b2, b1)
+            if hand in fingers:
+                touching.setdefault(other, set()).add(hand)
+    held = {body for body, touched in touching.items() if touched == fingers}
+    total = np.zeros(3)
+    wrench = np.zeros(6)
+    for i, robot1, robot2, b1, b2 in pairs:
+        if robot1 == robot2 and not ({b1, b2} & held):
+            continue
+        if robot1 != robot2 and ({b1, b2} & held):
+            continue  # the grip itself
+        if robot1 == robot2:  # a held object and the world: passed on to the hand
+            if b1 in held and b2 in held:
+                continue
+            mujoco.mj_contactForce(model, data, i, wrench)
+            on_geom2 = data.contact[i].frame.reshape(3, 3).T @ wrench[:3]
+            total += on_geom2 if b2 in held else -on_geom2
             continue
         mujoco.mj_contactForce(model, data, i, wrench)
-        on_geom2 = contact.frame.reshape(3, 3).T @ wrench[:3]  # what geom1 exerts on geom2, world frame
+        on_geom2 = data.contact[i].frame.reshape(3, 3).T @ wrench[:3]  # what geom1 exerts on geom2, world frame
         total += on_geom2 if robot2 else -on_geom2
+    for body in held:
+        total[2] -= model.body_subtreemass[body] * 9.81
     return (*total.tolist(), 0.0, 0.0, 0.0)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from graspvla_ros.calibration.geometry import camera_angles, look_rotation
 from graspvla_ros.calibration.nominal import NominalCamera, load_nominal
 from graspvla_ros.chunk import euler_to_matrix
-from graspvla_ros.control import HOME_POSITION, HOME_RPY
+from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
 from graspvla_ros.sim.render import Snapshot
 from graspvla_ros.sim.server import SimServer
 
