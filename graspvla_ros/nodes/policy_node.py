@@ -31,7 +31,7 @@ from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.convert import pose_from_msg, pose_to_msg, stamp_to_ns
 from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.policy import episode as episodes
-from graspvla_ros.policy.backend import create
+from graspvla_ros.policy.backends import create
 from graspvla_ros.policy.observation import (Frame, GripperHistory, PoseHistory, Skip, observation_from, pick_pair,
                                              proprio_rows)
 from graspvla_ros.preprocess import (CLIENT_SIZE, MODEL_SIZE, CropWindow, ImageError, crop_from_camera_info,
