@@ -13,8 +13,8 @@ from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
 from graspvla_ros.model.generate import split_actions, quantize_gripper
 from graspvla_ros.policy import episode
 from graspvla_ros.policy.backend import postprocess
-from graspvla_ros.policy.observation import (Frame, GripperHistory, PoseHistory, Skip, build_observation,
-                                             client_image, jpeg_roundtrip, pick_pair)
+from graspvla_ros.policy.observation import (Frame, GripperHistory, PoseHistory, Skip, client_image, jpeg_roundtrip,
+                                             observation_from, pick_pair, proprio_rows)
 from graspvla_ros.preprocess import client_view
 
 MS = 1_000_000
@@ -44,6 +44,12 @@ def test_pose_history_interpolates_between_samples_and_refuses_outside():
 
 def _frame(stamp_ns, value=100):
     return Frame(stamp_ns, np.full((480, 640, 3), value, np.uint8))
+
+
+def build_observation(front, side, poses, gripper, instruction, target, episode_start_ns, jpeg_quality=75):
+    """The observation of a synchronised pair, as PolicyLoop.cycle builds it."""
+    rows, anchor = proprio_rows(front.stamp_ns, poses, gripper, episode_start_ns)
+    return observation_from(front, side, rows, anchor, instruction, target, jpeg_quality)
 
 
 def test_proprio_rows_are_the_pose_at_the_stamp_and_0_3_s_before_with_the_commanded_gripper():

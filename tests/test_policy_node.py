@@ -16,6 +16,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
+from helpers import SIM_CAMERAS
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.deployment import HOME_POSITION
 from graspvla_ros.graph import configure, sim_graph
@@ -29,10 +30,6 @@ from graspvla_ros.sim.world import random_layout
 STATUS_QOS = QoSProfile(depth=20, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 SEED = 7
-# The sim graph as `make demo` runs it (graph.sim_graph: sim time, sim gripper and age limits),
-# on a loopback address of its own. Cameras at 2 Hz keep the physics fed; 320×240 renders in a quarter of the CPU time (the policy crops the same field of view and
-# resizes to 256 either way).
-SIM_CAMERAS = {"camera_rate_hz": 2.0, "width": 320, "height": 240}
 
 
 class Recorder:
@@ -84,6 +81,8 @@ def _object_xy(name, seed=SEED):
 
 @pytest.fixture(scope="module")
 def stack(new_loopback_host):
+    """The sim graph as `make demo` runs it (graph.sim_graph: sim time, sim gripper and age
+    limits), on a loopback address of its own, with the tests' light cameras."""
     host = new_loopback_host()
     specs = configure(sim_graph(), sim_world={"host": host, "seed": SEED, **SIM_CAMERAS},
                       controller={"robot_ip": host}, policy={"backend": "expert"})

@@ -15,12 +15,12 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
+from helpers import SIM_CAMERAS
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.graph import configure, sim_graph
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.convert import pose_from_msg, stamp_to_ns
 from graspvla_ros.policy.observation import PoseHistory
-from test_policy_node import SIM_CAMERAS
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 CYCLES = 10

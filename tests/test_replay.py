@@ -10,16 +10,16 @@ import pytest
 from std_msgs.msg import String
 
 from conftest import wait_for
+from helpers import SIM_CAMERAS
 from graspvla_ros import cli
 from graspvla_ros.bag import BagWriter, open_bag
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.graph import controller, policy, recorder, sim_world
 
-# As the policy tests run the sim: 320×240 renders at 2 Hz (the policy crops the same field of
-# view), lenient view pairing and chunk age for a loaded 2-core machine.
+# As the policy tests run the sim (helpers.SIM_CAMERAS), with lenient view pairing and chunk
+# age for a loaded 2-core machine.
 SIM_POLICY = {"max_view_skew": 0.5, "max_image_age": 0.9}
 SIM_CONTROLLER = {"safety.max_chunk_age": 1.2}
-SIM_CAMERAS = {"camera_rate_hz": 2.0, "width": 320, "height": 240}
 
 CYCLES = 3
 RECORDED = ("/front/color/image_raw", "/side/color/image_raw", "/graspvla/ee_pose", "/graspvla/action_chunk",

@@ -62,7 +62,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _replay_test(args: argparse.Namespace) -> int:
     from graspvla_ros.bag import BagError, open_bag
-    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.backends import create
     from graspvla_ros.policy.replay import Recording, replay, table_header, table_row
 
     if args.tiny == bool(args.checkpoint):

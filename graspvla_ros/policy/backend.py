@@ -1,4 +1,5 @@
-"""The backend protocol (like openpi-client's BasePolicy): `infer(observation) -> PolicyOutput`.
+"""The backend protocol (like openpi-client's BasePolicy): `infer(observation) -> PolicyOutput`,
+and the `graspvla` backend; `backends.create` makes one by name.
 
 Every backend answers in GraspVLA's format: a bbox per view (224 px model input), the grasp
 pose, and the 8×7 waypoints that the model's own post-processing makes of its raw 4×7 actions
@@ -14,8 +15,6 @@ import numpy as np
 
 from graspvla_ros.model.generate import quantize_gripper, split_actions
 from graspvla_ros.policy.observation import Observation
-
-BACKEND_NAMES = ("graspvla", "expert")
 
 
 def postprocess(actions: np.ndarray) -> np.ndarray:
@@ -38,8 +37,10 @@ class PolicyOutput:
 class Backend(Protocol):
     name: str
 
-    def infer(self, observation: Observation) -> PolicyOutput:
-        """One chunk for the observation; may raise observation.Skip with a reason."""
+    def infer(self, observation: Observation, seed: int | None = None) -> PolicyOutput:
+        """One chunk for the observation; may raise observation.Skip with a reason. `seed`: the
+        flow noise's for this cycle (replay passes the recorded one; None: the backend's own
+        count); a backend without noise ignores it."""
         ...
 
     def reset(self) -> None:
@@ -89,14 +90,3 @@ class GraspVLABackend:
 
     def reset(self) -> None:
         self._cycle = 0
-
-
-def create(name: str, **options) -> Backend:
-    """The backend `name` ("graspvla" or "expert") with its options."""
-    if name == "graspvla":
-        return GraspVLABackend(**options)
-    if name == "expert":
-        from graspvla_ros.policy.expert import ExpertBackend
-
-        return ExpertBackend(**options)
-    raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKEND_NAMES)})")

@@ -85,7 +85,8 @@ class ExpertBackend:
         self._missed = False  # the lift left the object behind: open, then approach again
 
     # --- GraspVLA's answer -----------------------------------------------------------
-    def infer(self, obs: Observation) -> PolicyOutput:
+    def infer(self, obs: Observation, seed: int | None = None) -> PolicyOutput:
+        """`seed` is ignored: the expert has no noise."""
         start = time.perf_counter()
         truth = self.ground_truth()
         if truth is None:

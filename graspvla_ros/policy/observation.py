@@ -199,14 +199,6 @@ def proprio_rows(stamp_ns: int, poses: PoseHistory, gripper: GripperHistory, epi
     return np.stack([prev_row] * (PROPRIO_ROWS - 1) + [cur_row]), current
 
 
-def build_observation(front: Frame, side: Frame, poses: PoseHistory, gripper: GripperHistory,
-                      instruction: str, target: str, episode_start_ns: int, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-                      lookback_s: float = LOOKBACK_S, episode: int = 0) -> Observation:
-    """The observation for a synchronised pair (front's stamp is the exposure time)."""
-    rows, anchor = proprio_rows(front.stamp_ns, poses, gripper, episode_start_ns, lookback_s)
-    return observation_from(front, side, rows, anchor, instruction, target, jpeg_quality, episode)
-
-
 def observation_from(front: Frame, side: Frame, rows: np.ndarray, anchor: Pose, instruction: str, target: str,
                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, episode: int = 0) -> Observation:
     """The images' part (crop, resize, JPEG: the slow part) around already computed proprio rows."""

@@ -4,15 +4,15 @@ compare each produced chunk with the recorded one.
 A bag recorded by `recorder_node` holds what policy_node saw (both views + camera_info, the TCP
 pose stream, the commanded gripper, the instruction) and what it answered (the chunks, and per
 cycle on `/graspvla/debug/timings`: the seed, the generated tokens, the side view's stamp, the
-newest pose it had, the episode start and the commanded gripper states of its proprio rows). Each cycle is rebuilt with the node's own functions
-(`image_from_msg`, `crop_from_camera_info`, `build_observation`: the same crop/resize/JPEG and
-proprio interpolation) from exactly those inputs, so the same backend gives the same chunk, bit
-for bit, without DDS or timing.
+newest pose it had, the episode start, when the cycle started and the commanded gripper states
+of its proprio rows). Each cycle runs again in a `PolicyLoop` of its own, the node's own loop,
+given exactly those inputs (images through `image_from_msg` and `crop_from_camera_info`) and the
+policy's recorded settings: the same pairing, crop/resize/JPEG and proprio interpolation, so the
+same backend gives the same chunk, bit for bit, without DDS or timing.
 """
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,9 +21,11 @@ import numpy as np
 from graspvla_ros.bag.reader import Bag, BagError
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.policy import episode as episodes
-from graspvla_ros.policy.observation import (DEFAULT_JPEG_QUALITY, LOOKBACK_S, Frame, GripperHistory, PoseHistory,
-                                             Skip, build_observation)
+from graspvla_ros.policy.loop import Cycle, PolicyLoop
+from graspvla_ros.policy.observation import Frame, Skip
+from graspvla_ros.policy.settings import PolicySettings
 from graspvla_ros.preprocess import crop_from_camera_info, image_from_msg
+from graspvla_ros.settings import build, params
 
 VIEWS = ("front", "side")
 IMAGE = "/{}/color/image_raw"
@@ -125,21 +127,19 @@ class Recording:
             if key in wanted and key not in self.frames:
                 self.frames[key] = Frame(key[1], image_from_msg(m), crops.get(view), msg.timestamp)
 
-    def observation(self, cycle: RecordedCycle):
-        """The cycle's observation, built as policy_node builds it, from what the node had then."""
+    def settings(self, cycle: RecordedCycle) -> PolicySettings:
+        """The policy's settings as recorded in the episode metadata (defaults where the bag has
+        none), with the recorded chunk's waypoint spacing and frame."""
+        known = {p.name for p in params(PolicySettings)}
+        recorded = {k: v for k, v in self.parameters.items() if k in known}
+        return build(PolicySettings, {**recorded, "waypoint_dt": cycle.chunk.dt, "base_frame": cycle.chunk.frame_id})
+
+    def rerun(self, cycle: RecordedCycle, backend) -> Cycle:
+        """The cycle run again in a PolicyLoop of its own holding what the node had then: the
+        two views, the TCP poses up to the newest it had, the commanded gripper states of its
+        proprio rows, the episode from its recorded start; at the recorded cycle start, with the
+        recorded seed. Skip where the bag does not hold the inputs."""
         t = cycle.timing
-        history = PoseHistory()
-        for stamp, pose in self.poses:
-            if stamp <= t["newest_pose_ns"]:
-                history.add(stamp, pose)
-        if "gripper" in t:   # the states the node had (it knows them by its own receipt time, not the bag's)
-            previous, current = t["gripper"]
-            gripper = GripperHistory(initial=float(previous))
-            gripper.add(cycle.chunk.stamp_ns, float(current))
-        else:
-            gripper = GripperHistory()
-            for stamp, state in self.gripper:
-                gripper.add(stamp, state)
         command = episodes.parse(cycle.instruction)
         if not isinstance(command, episodes.Pick):
             raise BagError(f"{self.bag.path}: cycle {cycle.index} answered {cycle.instruction!r}, not a pick instruction")
@@ -147,9 +147,23 @@ class Recording:
         side = self.frames.get(("side", int(t["side_stamp_ns"])))
         if front is None or side is None:  # an episode bag starts at the instruction: older views are not in it
             raise Skip("images_not_in_bag", "the views it answered were taken before the bag began")
-        return build_observation(front, side, history, gripper, command.task, command.target,
-                                 int(t["episode_start_ns"]), int(self.parameters.get("jpeg_quality", DEFAULT_JPEG_QUALITY)),
-                                 float(self.parameters.get("proprio_lookback", LOOKBACK_S)), int(t.get("episode", 0)))
+        loop = PolicyLoop(backend, self.settings(cycle))
+        loop.add_frame("front", front)
+        loop.add_frame("side", side)
+        for stamp, pose in self.poses:
+            if stamp <= t["newest_pose_ns"]:
+                loop.add_pose(stamp, pose)
+        if "gripper" in t:   # the states the node had (it knows them by its own receipt time, not the bag's)
+            previous, current = t["gripper"]
+            loop.add_gripper(front.stamp_ns - int(loop.settings.proprio_lookback * 1e9), previous)
+            loop.add_gripper(front.stamp_ns, current)
+        else:
+            for stamp, state in self.gripper:
+                loop.add_gripper(stamp, state)
+        loop.instruct(command, cycle.instruction, int(t["episode_start_ns"]))
+        # bags from before cycle_start_ms was recorded: judge the pair's age at its exposure
+        start_ns = cycle.chunk.stamp_ns + round(float(t.get("cycle_start_ms", 0.0)) * 1e6)
+        return loop.cycle(start_ns, seed=int(t["seed"]))
 
 
 def _recorded_chunk(msg) -> ActionChunk:
@@ -198,24 +212,20 @@ def compare(recorded: ActionChunk, produced: ActionChunk) -> tuple[float, float,
 
 def replay(recording: Recording, backend) -> Iterator[CycleResult]:
     """Each recorded cycle run again through `backend` (a GraspVLABackend) with its recorded seed."""
-    backend.reset()
     for cycle in recording.cycles:
+        seed, recorded_ms = int(cycle.timing["seed"]), float(cycle.timing.get("model_ms", float("nan")))
         try:
-            obs = recording.observation(cycle)
+            again = recording.rerun(cycle, backend)
         except Skip as skip:
-            yield CycleResult(cycle.index, cycle.chunk.stamp_ns, int(cycle.timing["seed"]), None, 0.0, 0.0, 0.0,
-                              float(cycle.timing.get("model_ms", float("nan"))), 0.0, f"{skip.reason}: {skip.detail}")
+            yield CycleResult(cycle.index, cycle.chunk.stamp_ns, seed, None, 0.0, 0.0, 0.0, recorded_ms, 0.0,
+                              f"{skip.reason}: {skip.detail}")
             continue
-        start = time.perf_counter()
-        out = backend.infer(obs, seed=int(cycle.timing["seed"]))
-        replayed_ms = (time.perf_counter() - start) * 1e3
-        rec = cycle.chunk
-        produced = ActionChunk(obs.stamp_ns, rec.dt, rec.frame_id, out.waypoints, obs.anchor, obs.gripper)
-        xyz, euler, grip = compare(rec, produced)
+        xyz, euler, grip = compare(cycle.chunk, again.chunk)
         recorded_tokens = cycle.timing.get("tokens") or []
-        tokens_equal = (list(recorded_tokens) == list(out.tokens)) if recorded_tokens and out.tokens else None
-        yield CycleResult(cycle.index, rec.stamp_ns, int(cycle.timing["seed"]), tokens_equal, xyz, euler, grip,
-                          float(cycle.timing.get("model_ms", float("nan"))), replayed_ms)
+        tokens = again.output.tokens
+        tokens_equal = (list(recorded_tokens) == list(tokens)) if recorded_tokens and tokens else None
+        yield CycleResult(cycle.index, cycle.chunk.stamp_ns, seed, tokens_equal, xyz, euler, grip, recorded_ms,
+                          again.timings["model_ms"])
 
 
 def table_header() -> str:

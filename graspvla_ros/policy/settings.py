@@ -1,0 +1,68 @@
+"""Every parameter of the policy, once: the node's table, config/policy.yaml and the docs come
+from these fields (graspvla_ros.settings).
+
+Three are live (`ros2 param set` changes the running policy, `PolicyLoop.update`): `rate_hz`
+from the worker's next wait (one waiting out a long period wakes for the new one),
+`max_image_age` from the next cycle, `episode_timeout` for the running episode too. The rest
+is read once at start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graspvla_ros.model import BACKENDS as RUNTIMES
+from graspvla_ros.policy.backends import NAMES
+from graspvla_ros.settings import setting
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    backend: str = setting(
+        'expert', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
+    runtime: str = setting('torch', 'graspvla backend: `torch`, `onnxruntime` or `tensorrt`')
+    checkpoint: str = setting(
+        '', 'graspvla backend: official checkpoint directory (config.json, preprocessor.npz, checkpoint/)')
+    llm_dir: str = setting('', "graspvla backend: the LLM's Hugging Face directory (config.json, tokenizer.model); "
+                               "empty: next to the checkpoint")
+    onnx_dir: str = setting(
+        '', 'graspvla backend: `graspvla export` directory for onnxruntime/tensorrt (empty: export on the fly)')
+    tiny: bool = setting(False, 'graspvla backend: generate a tiny random checkpoint at start (runs the real code '
+                                'path, will not grasp)')
+    expert_latency: float = setting(0.0, "expert backend: s it takes to answer, as the model would (the official "
+                                         "client is tuned for ~0.25 s)")
+    seed: int = setting(0, 'seed of the flow noise (cycle k uses seed + k) and of the tiny checkpoint')
+    rate_hz: float = setting(
+        5.0, 'most inference cycles per second (it runs as fast as the backend and new images allow up to it)',
+        live=True)
+    waypoint_dt: float = setting(0.1, 's between the 8 waypoints of a chunk')
+    jpeg_quality: int = setting(75, 'JPEG quality of the views, as the official client sends them (0 = no JPEG)')
+    max_view_skew: float = setting(0.05, 's, most the front and side stamps of a pair may differ')
+    max_image_age: float = setting(0.3, 's, oldest a pair may be when a cycle starts', live=True)
+    proprio_lookback: float = setting(0.3, 's between the history proprio rows and the current one')
+    episode_timeout: float = setting(60.0, 's after which an episode without a successful grasp ends', live=True)
+    lift_success: float = setting(0.10, 'm the TCP must rise after the gripper closed for the episode to succeed')
+    min_grasp_width: float = setting(0.005, 'm, a closed gripper measured narrower than this (/graspvla/gripper_width) '
+                                            'holds nothing: no success')
+    base_frame: str = setting('base', 'the frame chunks must be in and poses are published in')
+    controller: str = setting('/controller', "the controller node: its `state` topic and `hold`/`home` services")
+
+    def __post_init__(self) -> None:
+        """A bad value fails here, at start or when set live, with its reason."""
+        checks = (
+            (self.backend in NAMES, f"backend must be one of {', '.join(NAMES)}, got {self.backend!r}"),
+            (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"),
+            (self.expert_latency >= 0, f"expert_latency must be ≥ 0 s, got {self.expert_latency}"),
+            (self.rate_hz > 0, f"rate_hz must be > 0, got {self.rate_hz}"),
+            (self.waypoint_dt > 0, f"waypoint_dt must be > 0 s, got {self.waypoint_dt}"),
+            (0 <= self.jpeg_quality <= 100, f"jpeg_quality must be 0 (no JPEG) … 100, got {self.jpeg_quality}"),
+            (self.max_view_skew >= 0, f"max_view_skew must be ≥ 0 s, got {self.max_view_skew}"),
+            (self.max_image_age > 0, f"max_image_age must be > 0 s, got {self.max_image_age}"),
+            (self.proprio_lookback >= 0, f"proprio_lookback must be ≥ 0 s, got {self.proprio_lookback}"),
+            (self.episode_timeout > 0, f"episode_timeout must be > 0 s, got {self.episode_timeout}"),
+            (self.lift_success > 0, f"lift_success must be > 0 m, got {self.lift_success}"),
+            (self.min_grasp_width >= 0, f"min_grasp_width must be ≥ 0 m, got {self.min_grasp_width}"),
+            (bool(self.base_frame), "base_frame must not be empty"),
+        )
+        for ok, reason in checks:
+            if not ok:
+                raise ValueError(reason)
