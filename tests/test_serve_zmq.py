@@ -359,7 +359,8 @@ def bad_payloads() -> dict[str, tuple[bytes, str]]:
         "missing key": (_pickled({"text": "pick up banana"}), "front_view_image"),
         "2-D image": (_pickled({**official_request(False), "side_view_image": [np.zeros((8, 8), np.uint8)]}),
                       "HxWx3 uint8"),
-        "huge jpeg": (_pickled({**official_request(True), "front_view_image": [jpeg(np.zeros((8, 4097, 3), np.uint8))]}),
+        "huge jpeg": (_pickled({**official_request(True),
+                                "front_view_image": [jpeg(np.zeros((8, 4097, 3), np.uint8))]}),
                       "4097×8, the limit is 4096"),
         "bytes as jpeg": (_pickled({**official_request(True), "front_view_image": [b"GIF89a not a jpeg"]}),
                           "not a JPEG or PNG"),
@@ -447,7 +448,8 @@ class ServerProcess:
             except queue.Empty:
                 break
             if line is None:
-                raise AssertionError(f"serve-zmq exited ({self.proc.wait()}) before {text!r}:\n" + "\n".join(self.lines))
+                raise AssertionError(f"serve-zmq exited ({self.proc.wait()}) before {text!r}:\n"
+                                     + "\n".join(self.lines))
             self.lines.append(line)
             if text in line:
                 return line

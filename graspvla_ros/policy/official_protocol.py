@@ -263,7 +263,8 @@ def _proprio(value, limits: Limits) -> np.ndarray:
     if rows is None or rows.dtype.kind not in "biuf" or rows.ndim != 2 or rows.shape[1] != 7 \
             or not 2 <= len(rows) <= most:
         got = f"{rows.dtype} {rows.shape}" if rows is not None else type(value).__name__
-        raise ProtocolError(f"proprio_array must be 2…{most} rows of 7 numbers (the official client sends 4), got {got}")
+        raise ProtocolError(f"proprio_array must be 2…{most} rows of 7 numbers (the official client sends 4), "
+                            f"got {got}")
     rows = rows.astype(np.float64)
     if not np.all(np.isfinite(rows)):
         raise ProtocolError("proprio_array contains non-finite values")
