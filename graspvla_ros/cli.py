@@ -17,6 +17,7 @@ COMMANDS = (
     "graspvla_ros.calibration.cli",
     "graspvla_ros.bag.cli",
     "graspvla_ros.cli_commands",
+    "graspvla_ros.commands.serve_zmq",
 )
 
 

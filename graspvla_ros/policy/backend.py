@@ -50,12 +50,14 @@ class Backend(Protocol):
 
 class GraspVLABackend:
     """`graspvla_ros.model` (torch / onnxruntime / tensorrt) on a checkpoint directory; with
-    `tiny`, a tiny random checkpoint is generated first (the real code path, no weights)."""
+    `tiny`, a tiny random checkpoint is generated first (the real code path, no weights).
+    `model_options`: more keyword options for `graspvla_ros.model.load` (e.g. torch's device
+    and dtype)."""
 
     name = "graspvla"
 
     def __init__(self, checkpoint: str = "", llm_dir: str = "", runtime: str = "torch", tiny: bool = False,
-                 onnx_dir: str = "", seed: int = 0, work_dir: str | None = None):
+                 onnx_dir: str = "", seed: int = 0, work_dir: str | None = None, model_options: dict | None = None):
         from graspvla_ros.model import load
 
         self._tmp = None
@@ -73,6 +75,7 @@ class GraspVLABackend:
         options = {"onnx_dir": onnx_dir} if onnx_dir and runtime in ("onnxruntime", "tensorrt") else {}
         if runtime == "onnxruntime":
             options["threads"] = 1
+        options.update(model_options or {})
         self.model = load(checkpoint, llm_dir or None, backend=runtime, **options)
         self.seed = seed
         self._cycle = 0

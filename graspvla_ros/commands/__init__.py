@@ -1,0 +1,1 @@
+"""App-level command-line entry points of the `graspvla` command (graspvla_ros.cli)."""
