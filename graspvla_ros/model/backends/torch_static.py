@@ -40,7 +40,8 @@ class CapturedCall:
                 fn(*args)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other threads of the process (ROS executors) may use CUDA meanwhile
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = fn(*args)
 
     def replay(self):
@@ -51,9 +52,11 @@ class CapturedCall:
 class StaticTorchComponents(TorchComponents):
     """`generate.Components` with a `StaticCache` as the cache (see the module docstring)."""
 
+    graph_runner = CapturedCall  # (fn, static inputs) → object whose replay() returns the outputs
+
     def __init__(self, model: GraspVLA, compile: bool = False, cuda_graphs: bool = False):
         super().__init__(model, compile=False)
-        if cuda_graphs and self.device.type != "cuda":
+        if cuda_graphs and self.device.type != "cuda" and self.graph_runner is CapturedCall:
             raise ValueError(f"cuda_graphs needs a CUDA device, the model is on {self.device}")
         self.compiled, self.cuda_graphs = compile, cuda_graphs
         self.decode_step = StaticDecode(model)
@@ -62,7 +65,7 @@ class StaticTorchComponents(TorchComponents):
         self.denoise = torch.compile(self.denoise_step, dynamic=False) if compile else self.denoise_step
         self.steps = model.cfg.flow_steps
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # capacity → (k, v)
-        self.graphs: dict[tuple, tuple[tuple, CapturedCall]] = {}       # key → (static inputs, graph)
+        self.graphs: dict[tuple, tuple[tuple, object]] = {}             # key → (static inputs, graph)
 
     # -- buffers -----------------------------------------------------------------------------
 
@@ -85,7 +88,7 @@ class StaticTorchComponents(TorchComponents):
             for dst, src in zip(inputs, values):
                 if src is not None:
                     dst.copy_(src)
-            self.graphs[key] = (inputs, CapturedCall(fn, inputs))
+            self.graphs[key] = (inputs, self.graph_runner(fn, inputs))
         static, graph = self.graphs[key]
         for dst, src in zip(static, values):
             if src is not None:
