@@ -91,3 +91,17 @@ def test_model_path_imports_nothing_a_plain_pytorch_gpu_box_may_lack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_gpu_run_builds_the_released_structure():
+    """benchmarks.gpu's full size is the official tree (tests/fixtures/full_manifest.json), on the meta device."""
+    from graspvla_ros.model.modeling import build_model
+    from graspvla_ros.model.random_model import FixedTokenizer, full_config
+
+    manifest = json.loads((ROOT / "tests" / "fixtures" / "full_manifest.json").read_text())
+    cfg = full_config()
+    model = build_model(cfg, device="meta")
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == [e[:2] for e in manifest["entries"]]
+    assert sum(p.numel() for p in model.parameters()) == manifest["total_params"]
+    ids = FixedTokenizer(cfg.llm.vocab_size).encode_prompt("pick up banana")
+    assert ids[0] == 1 and 15 <= len(ids) <= 25 and all(3 <= i < cfg.llm.vocab_size - 256 for i in ids[1:])
