@@ -41,16 +41,16 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_section(name: str, markdown: str, command: str) -> None:
+def write_section(name: str, markdown: str, command: str, machine: str | None = None) -> None:
     """Replace (or append) the section `name` of BENCHMARKS.md with `markdown`.
 
     `command` is the exact command that reproduces the numbers; it is recorded with the date,
-    the machine and the commit the numbers were measured at.
+    the machine (default: this one; give it for numbers measured elsewhere) and the commit.
     """
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (
         f"<!-- BEGIN {name} -->\n{markdown.strip()}\n\n"
-        f"_Command: `{command}` — {stamp}, commit {_commit()}, {machine_line()}._\n"
+        f"_Command: `{command}` — {stamp}, commit {_commit()}, {machine or machine_line()}._\n"
         f"<!-- END {name} -->"
     )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -120,6 +119,8 @@ def image_from_msg(msg, expected_size: tuple[int, int] | None = None) -> np.ndar
 def client_view(image: np.ndarray, crop: CropWindow | None = None) -> np.ndarray:
     """What the official robot client sends: the crop (default: official centre square)
     resized to 256×256 with cv2 INTER_CUBIC, as a contiguous HxWx3 uint8 RGB array."""
+    import cv2  # here, not at module level: the model's side (letterbox_to_model) runs without OpenCV
+
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ImageError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
     if crop is None:

@@ -2,7 +2,8 @@
 
 Backends implement `graspvla_ros.model.generate.Components` and are created by
 ``<module>.create(checkpoint_dir, cfg, **options)``; ``options`` are backend-specific (torch:
-device, dtype, compile).
+device, dtype, compile, static_cache, cuda_graphs; `torch_backend.fast_options()` picks the
+fastest for the machine).
 """
 from __future__ import annotations
 

@@ -104,19 +104,26 @@ def train_tokenizer(path: Path, vocab: int, seed: int = 0) -> None:
 
 
 def randomize(model: torch.nn.Module, seed: int, robot_head: bool, vocab: int, robot_bins: int = 256) -> None:
-    g = torch.Generator().manual_seed(seed)
+    """Fill every parameter in place (on its device, drawn in float32 there and cast to its dtype:
+    a bf16 model gets the rounded values of the fp32 one drawn on the same device)."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=g, device=device, dtype=torch.float32)
+
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 and (name.endswith(".weight") or name.endswith(".gamma")):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))      # norm gains, layer scales
+                p.copy_(1 + 0.1 * randn(p.shape))      # norm gains, layer scales
             elif p.ndim == 1:
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))         # biases
+                p.copy_(0.02 * randn(p.shape))         # biases
             else:
                 fan_in = math.prod(p.shape[1:]) if not name.endswith("tok_embeddings.weight") else 1
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+                p.copy_(randn(p.shape) / math.sqrt(fan_in))
         if robot_head:
             head = model.llm.llm.output.weight
-            keep = torch.zeros(head.shape[0], dtype=torch.bool)
+            keep = torch.zeros(head.shape[0], dtype=torch.bool, device=device)
             keep[vocab - robot_bins: vocab] = True
             head[~keep] = 0
 

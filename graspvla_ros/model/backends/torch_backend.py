@@ -61,9 +61,34 @@ class TorchComponents:
         return self.flow_graph(self._tensor(noise), self._tensor(proprio), k, v).float().cpu().numpy()
 
 
-def create(checkpoint_dir: str | Path, cfg: ModelConfig, *, device: str | torch.device | None = None,
-           dtype: torch.dtype | None = None, compile: bool = False) -> TorchComponents:
+def fast_options(device: str | torch.device | None = None) -> dict:
+    """The fastest torch options for `device` (default: CUDA if available): on CUDA bf16 with a
+    static KV cache, CUDA graphs and torch.compile; elsewhere {} (fp32 eager, the default)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return {"device": str(device)}
+    return {"device": str(device), "dtype": torch.bfloat16, "static_cache": True, "cuda_graphs": True, "compile": True}
+
+
+def create(checkpoint_dir: str | Path, cfg: ModelConfig, *, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None, compile: bool = False, static_cache: bool = False,
+           cuda_graphs: bool = False) -> TorchComponents:
+    """Eager components by default (the official numerics); `static_cache` / `cuda_graphs` select
+    `torch_static.StaticTorchComponents` (cuda_graphs implies static_cache and needs CUDA);
+    `compile` compiles each eager component, or the static path's decode and denoise steps."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs a CUDA device, got device={device}")
     model = build_model(cfg, device="meta")
     load_weights(model, Path(checkpoint_dir) / CHECKPOINT_FILE, device, dtype or default_dtype(device))
+    return components_for(model, compile=compile, static_cache=static_cache, cuda_graphs=cuda_graphs)
+
+
+def components_for(model: GraspVLA, *, compile: bool = False, static_cache: bool = False,
+                   cuda_graphs: bool = False) -> TorchComponents:
+    """Components over an already built and filled model (see `create`)."""
+    if static_cache or cuda_graphs:
+        from graspvla_ros.model.backends.torch_static import StaticTorchComponents
+
+        return StaticTorchComponents(model, compile=compile, cuda_graphs=cuda_graphs)
     return TorchComponents(model, compile=compile)
