@@ -32,7 +32,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-pytestmark = pytest.mark.pypi
+# The first test also waits for the four resolutions (run at once; ~25 s each on an idle machine).
+pytestmark = [pytest.mark.pypi, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ROBOT = ROOT / "requirements-robot.txt"
