@@ -22,16 +22,50 @@ def _network_interfaces() -> list[str]:
         return [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
 
 
+# Tests marked `pypi` (tests/test_robot_install.py) ask PyPI's resolver, which the loopback-only
+# namespace cannot reach, and start no ROS/DDS process (pip only): they are the one exception and
+# run outside it, alone (`-m pypi`). `make test` runs them first, then everything else inside
+# scripts/isolated, where they are deselected.
+PYPI = "pypi"
+_outside_namespace_key = pytest.StashKey[bool]()
+_left_to_host_key = pytest.StashKey[int]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse to run where DDS discovery or franky-sim could reach a real network."""
     others = [i for i in _network_interfaces() if i != "lo"]
-    if others:
+    config.stash[_outside_namespace_key] = bool(others)
+    if others and config.option.markexpr != PYPI:
         raise pytest.UsageError(
             "tests must run in a loopback-only network namespace (found interfaces "
-            f"{others}); use `make test` or `scripts/isolated .venv/bin/python -m pytest`"
+            f"{others}); use `make test` or `scripts/isolated .venv/bin/python -m pytest`. Only the "
+            f"tests marked `{PYPI}` run outside it, on their own: "
+            f"`.venv/bin/python -m pytest -m {PYPI} tests/test_robot_install.py`"
         )
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Inside the namespace PyPI is out of reach: leave the `pypi` tests to the run outside it,
+    unless they were asked for (`-m pypi`: they then fail, saying that pip cannot reach PyPI)."""
+    config.stash[_left_to_host_key] = 0
+    if config.stash[_outside_namespace_key] or config.option.markexpr == PYPI:
+        return
+    left = [item for item in items if item.get_closest_marker(PYPI)]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = [item for item in items if not item.get_closest_marker(PYPI)]
+        config.stash[_left_to_host_key] = len(left)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    left = config.stash.get(_left_to_host_key, 0)
+    if left:
+        terminalreporter.write_line(
+            f"{left} tests marked `{PYPI}` deselected: they need PyPI, out of reach in this namespace; "
+            f"`make test` runs them first, outside it (`.venv/bin/python -m pytest -m {PYPI} "
+            "tests/test_robot_install.py`)")
 
 
 _sim_hosts = iter(f"127.0.{(os.getpid() % 200) + 1}.{n}" for n in range(2, 255))
