@@ -447,3 +447,24 @@ def test_home_while_a_joint_motion_runs_ends_it_and_homes(executor):
     assert job.done.is_set() and "interrupted" in job.error
     np.testing.assert_allclose(executor.read_state().ee.position, HOME_POSITION, atol=2e-3)
     assert executor.state == ControllerState.IDLE
+
+
+def test_dry_run_plans_every_motion_but_never_moves_the_arm(sim_host):
+    """dry_run: home and chunks (with a gripper close) are computed and handed to `on_planned`,
+    and the arm and the fingers stay where they are."""
+    with ArmController(sim_controller_settings(sim_host)) as ex:
+        ex.home()
+        ex.move_to(Pose(np.add(HOME_POSITION, (0.05, 0.0, -0.05)), ex.read_state().ee.rotation))
+    with ArmController(sim_controller_settings(sim_host, dry_run=True)) as ex:
+        planned = []
+        ex.on_planned = planned.append
+        start = ex.read_state()
+        ex.home()
+        ex.submit(make_chunk(ex, step_rows(4, (0.005, 0, 0)) + [[0, 0, 0, 0, 0, 0, -1.0]]))
+        wait_for(lambda: ex.gripper_command == -1.0 and ex.state == ControllerState.RUNNING, 10, "the chunk run")
+        ex.flush()
+        assert any(np.allclose(p[-1].position, HOME_POSITION, atol=1e-6) for p in planned), "home was not planned"
+        assert any(p[-1].position[0] > start.ee.position[0] + 0.015 for p in planned), "the chunk was not planned"
+        end = ex.read_state()
+        assert end.ee.translation_to(start.ee) < 5e-4, "the arm moved in a dry run"
+        assert abs(end.gripper_width - start.gripper_width) < 1e-3, "the fingers moved in a dry run"

@@ -57,6 +57,7 @@ class ArmController:
         self.reflex_count = self.contact_count = self.gripper_failures = 0
         self.on_gripper_command: Callable[[float], None] = lambda command: None
         self.on_commanded: Callable[[Pose], None] = lambda pose: None
+        self.on_planned: Callable[[list[Pose]], None] = lambda poses: None  # every motion's TCP path
         self.ee_warning = ""
         self.machine = StateMachine()
         self._lock = self.machine.lock
@@ -64,7 +65,7 @@ class ArmController:
         self.gate = MotionGate(self.machine, lambda: self.connection.arm, clock)
         self.recovery = Recovery(self)
         self.strategy = settings.strategy
-        self.connection = Connection(settings)
+        self.connection = Connection(settings, lambda poses: self.machine.notify(self.on_planned, poses))
         self._last_stamp_ns: int | None = None
         self.last_chunk_ns = 0
         self.last_commanded: Pose | None = None  # official_blocking chains from it

@@ -6,10 +6,11 @@ FrankyArm.abandon); the commanded gripper state carries over to the next connect
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
-from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_OPEN
+from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_OPEN, Pose
 from graspvla_ros.control.franky_adapter import FrankyArm, RobotState
 from graspvla_ros.control.gripper import Fingers
 from graspvla_ros.control.settings import ControllerSettings
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class Connection:
-    def __init__(self, settings: ControllerSettings):
+    def __init__(self, settings: ControllerSettings, on_planned: Callable[[list[Pose]], None]):
         self.settings = settings
+        self.on_planned = on_planned
         self.arm: FrankyArm | None = None
         self.fingers: Fingers | None = None
 
@@ -28,11 +30,11 @@ class Connection:
         s = self.settings
         arm = FrankyArm(s.robot_ip, realtime=s.realtime, dynamics_factor=s.relative_dynamics_factor,
                         tcp_offset=s.tcp_offset, compliance=s.compliance, contact=s.contact, limit_rate=s.limit_rate,
-                        timeout=timeout)
+                        timeout=timeout, dry_run=s.dry_run, on_planned=self.on_planned)
         first = self.fingers is None
         commanded = GRIPPER_OPEN if first else self.fingers.commanded
         self.drop()
-        self.fingers = Fingers(arm.gripper)
+        self.fingers = Fingers(arm.gripper, dry_run=s.dry_run)
         if first:  # until the first command (home opens the gripper), assume the state the fingers show
             commanded = GRIPPER_OPEN if self.fingers.width >= s.gripper.open_width / 2 else GRIPPER_CLOSE
         self.fingers.commanded = commanded

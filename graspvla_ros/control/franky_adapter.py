@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +87,8 @@ class FrankyArm:
     """One connection to the robot and its gripper (`connect` retries while it does not answer)."""
 
     def __init__(self, host: str, *, realtime: bool, dynamics_factor: float, tcp_offset: float,
-                 compliance: Compliance, contact: ContactSettings, limit_rate: bool, timeout: float = 0.0):
+                 compliance: Compliance, contact: ContactSettings, limit_rate: bool, timeout: float = 0.0,
+                 dry_run: bool = False, on_planned: Callable[[list[Pose]], None] = lambda poses: None):
         import franky  # here, so the pure core loads without the robot library
 
         self.f = franky
@@ -94,6 +96,8 @@ class FrankyArm:
         self.tcp_offset = tcp_offset
         self.contact_settings = contact
         self.limit_rate = limit_rate
+        self.dry_run = dry_run
+        self.on_planned = on_planned  # the TCP poses of every motion commanded (or, dry, not commanded)
         self.contact = ContactLatch(threading.Event())
         self._rng = np.random.default_rng()
         config = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
@@ -160,8 +164,12 @@ class FrankyArm:
     def _affine(self, flange: Pose):
         return self.f.Affine(flange.position, Rotation.from_matrix(flange.rotation).as_quat())
 
-    def _replace(self, motion, signal) -> None:
-        """Start `motion` (control signal type `signal`), replacing a running motion of that type."""
+    def _replace(self, motion, signal, planned: list[Pose]) -> None:
+        """Start `motion` (control signal type `signal`), replacing a running motion of that type;
+        its TCP poses `planned` go to `on_planned`. In a dry run nothing is sent to the robot."""
+        self.on_planned(planned)
+        if self.dry_run:
+            return
         running = self.robot.current_control_signal_type
         if running is not None and running != signal:
             raise MotionTypeBusy(f"a {running.name} motion still runs")
@@ -188,17 +196,19 @@ class FrankyArm:
             f.CartesianState(f.RobotPose(self._affine(s.flange)), f.RobotVelocity(f.Twist(s.linear, s.angular))),
             f.ReferenceType.Absolute, f.RelativeDynamicsFactor(1.0, 1.0, 1.0),
             f.Duration(max(1, int(round(s.duration * 1e3))))) for s in setpoints]
-        self._replace(self._with_contact_reaction(f.CartesianWaypointMotion(waypoints)), f.ControlSignalType.CartesianPose)
+        self._replace(self._with_contact_reaction(f.CartesianWaypointMotion(waypoints)), f.ControlSignalType.CartesianPose,
+                      [flange_to_tcp(s.flange, self.tcp_offset) for s in setpoints])
 
     def move_to(self, tcp: Pose, contact: bool = True) -> None:
         """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp` (with the
         contact reaction unless `contact` is False: the retreat itself)."""
         motion = self.f.CartesianMotion(self._affine(tcp_to_flange(tcp, self.tcp_offset)), self.f.ReferenceType.Absolute)
-        self._replace(self._with_contact_reaction(motion) if contact else motion, self.f.ControlSignalType.CartesianPose)
+        self._replace(self._with_contact_reaction(motion) if contact else motion, self.f.ControlSignalType.CartesianPose,
+                      [tcp])
 
     def move_joints(self, joints) -> None:
         """Start (asynchronously) a joint motion that ends at rest at `joints` (7, rad)."""
-        self._replace(self.f.JointMotion(list(joints)), self.f.ControlSignalType.JointPositions)
+        self._replace(self.f.JointMotion(list(joints)), self.f.ControlSignalType.JointPositions, [])
 
     def stop(self) -> None:
         """Start (asynchronously) the stop motion of the running motion's own type (a Cartesian
@@ -210,7 +220,7 @@ class FrankyArm:
                  t.CartesianVelocities: f.CartesianVelocityStopMotion, t.JointVelocities: f.JointVelocityStopMotion,
                  t.Torques: f.TorqueStopMotion}
         running = self.robot.current_control_signal_type
-        if running is not None:
+        if running is not None and not self.dry_run:
             self.robot.move(stops[running](), asynchronous=True)
 
     def moving(self) -> bool:

@@ -44,8 +44,9 @@ class GripperResult:
 
 
 class Fingers:
-    def __init__(self, gripper) -> None:
+    def __init__(self, gripper, dry_run: bool = False) -> None:
         self._gripper = gripper
+        self.dry_run = dry_run  # the change is commanded (and announced) but the fingers are not moved
         self.commanded = GRIPPER_OPEN
         self.width = float(gripper.width)
         self._jobs: queue.Queue = queue.Queue()
@@ -60,6 +61,8 @@ class Fingers:
         """Make the change and wait for it, at most `settings.timeout` s. A grasp that closes on
         nothing (no object) still counts as commanded closed."""
         self.commanded = command
+        if self.dry_run:
+            return GripperResult(True, "dry run: not sent")
         if self._busy.is_set():
             return GripperResult(False, "the previous gripper command has not finished")
         done, result = threading.Event(), []

@@ -75,6 +75,9 @@ class ControllerSettings:
     base_frame: str = setting("base", "the frame chunks must be in and poses are published in")
     arm_id: str = setting("fr3", "joint name prefix (`panda` for a Panda)")
     home_on_start: bool = setting(True, "home (open the gripper, then move to the reset pose) after connecting")
+    dry_run: bool = setting(
+        False, "the first day on a new set-up: compute every motion and publish it (`~/planned_path`, "
+               "`~/planned_markers`) but never move the arm or the gripper")
     max_reflexes: int = setting(3, "reflexes within `reflex_window` s that end in FAULT (fewer: recover and hold)")
     reflex_window: float = setting(10.0, "s, the window `max_reflexes` counts in")
     gripper: GripperSettings = field(default_factory=GripperSettings)

@@ -9,13 +9,14 @@ import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Point, PoseArray, PoseStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64, String
+from std_msgs.msg import ColorRGBA, Float64, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
+from visualization_msgs.msg import Marker, MarkerArray
 
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.control import ArmController, ControllerSettings, ControllerState
@@ -48,6 +49,8 @@ class ControllerNode(Node):
         self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.pose_pub = self.create_publisher(PoseStamped, "/graspvla/ee_pose", 10)
         self.commanded_pub = self.create_publisher(PoseStamped, "/graspvla/commanded_pose", 10)
+        self.planned_pub = self.create_publisher(PoseArray, "~/planned_path", 10)
+        self.markers_pub = self.create_publisher(MarkerArray, "~/planned_markers", 10)
         self.width_pub = self.create_publisher(Float64, "/graspvla/gripper_width", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -57,6 +60,10 @@ class ControllerNode(Node):
         self.robot.on_gripper_command = self._publish_gripper_command
         self.robot.on_commanded = lambda pose: self.commanded_pub.publish(
             pose_to_msg(pose, self.base_frame, self.get_clock().now().nanoseconds))
+        self.robot.on_planned = self._publish_planned
+        if settings.dry_run:
+            self.get_logger().warning("DRY RUN: motions are computed and published on ~/planned_path and "
+                                      "~/planned_markers; the arm and the gripper are not moved")
 
         # Services live on side nodes with executors of their own, created before the first
         # home: e-stop and hold must answer while a home moves, and chunks keep flowing.
@@ -134,6 +141,28 @@ class ControllerNode(Node):
     def _publish_gripper_command(self, command: float) -> None:
         if self.context.ok():
             self.gripper_pub.publish(Float64(data=float(command)))
+
+    def _publish_planned(self, poses) -> None:
+        """The TCP path of a motion the controller commanded (or, in a dry run, would have), for
+        RViz/Foxglove: the poses, a line through them, and a sphere at its end in the colour of
+        the commanded gripper state (green open, red closed)."""
+        if not poses or not self.context.ok():
+            return
+        stamp = self.get_clock().now().to_msg()
+        self.planned_pub.publish(PoseArray(header=Header(stamp=stamp, frame_id=self.base_frame),
+                                           poses=[pose_to_msg(p, self.base_frame, 0).pose for p in poses]))
+        header = Header(stamp=stamp, frame_id=self.base_frame)
+        points = [Point(x=float(p.position[0]), y=float(p.position[1]), z=float(p.position[2])) for p in poses]
+        line = Marker(header=header, ns="planned_path", id=0, type=Marker.LINE_STRIP, action=Marker.ADD,
+                      points=points, color=ColorRGBA(r=0.2, g=0.4, b=1.0, a=1.0))
+        line.scale.x = 0.004
+        line.pose.orientation.w = 1.0
+        closed = self.robot.gripper_command < 0
+        end = Marker(header=header, ns="planned_gripper", id=0, type=Marker.SPHERE, action=Marker.ADD,
+                     color=ColorRGBA(r=1.0 if closed else 0.1, g=0.1 if closed else 0.9, b=0.1, a=0.9))
+        end.pose = pose_to_msg(poses[-1], self.base_frame, 0).pose
+        end.scale.x = end.scale.y = end.scale.z = 0.02
+        self.markers_pub.publish(MarkerArray(markers=[line, end]))
 
     def _publish_robot_state(self) -> None:
         """One state sample; while the robot does not answer nothing is published (the stream
