@@ -262,3 +262,37 @@ def test_the_debug_view_draws_the_bbox_scaled_from_the_model_input():
     assert not view.any(), "the observation's view is not drawn on"
     assert (drawn[64, 32:129] == (0, 255, 0)).all() and (drawn[64:193, 128] == (0, 255, 0)).all()
     assert not drawn[100:150, 50:100].any()
+
+
+def test_commanded_history_is_the_official_blocking_clients():
+    """The official blocking client's proprio (../shared/notes/graspvla-facts.md): its history is
+    the start pose then every commanded waypoint; rows [prev ×3, current] are the waypoint 3
+    before the last and the last; the chunk chains from the last commanded waypoint; at the start
+    all rows are the measured pose. Gripper: the commanded state at each row's time."""
+    import numpy as np
+
+    from graspvla_ros.chunk import Pose
+    from graspvla_ros.policy.observation import CommandedHistory, GripperHistory, commanded_rows, proprio_row
+
+    start = (0, Pose.from_xyz_rpy((0.36, 0.0, 0.49), (-np.pi, 0.0, np.pi / 4)))
+    waypoints = [(k * 100_000_000, Pose.from_xyz_rpy((0.36 + 0.01 * k, 0.0, 0.49), (-np.pi, 0.0, np.pi / 4)))
+                 for k in range(1, 7)]
+    history = CommandedHistory()
+    for t, p in waypoints:
+        history.add(t, p)
+    gripper = GripperHistory()
+    gripper.add(550_000_000, -1.0)  # closed between waypoints 5 and 6
+
+    rows, anchor = commanded_rows(0, history.between(0, 0), start, gripper)
+    np.testing.assert_array_equal(rows, np.stack([proprio_row(start[1], 1.0)] * 4))
+    assert anchor is start[1]
+
+    rows, anchor = commanded_rows(250_000_000, history.between(0, 250_000_000), start, gripper)
+    np.testing.assert_array_equal(rows[0], proprio_row(start[1], 1.0))        # fewer than 3 back: the start
+    np.testing.assert_array_equal(rows[-1], proprio_row(waypoints[1][1], 1.0))
+    assert anchor is waypoints[1][1]
+
+    rows, anchor = commanded_rows(650_000_000, history.between(0, 650_000_000), start, gripper)
+    np.testing.assert_array_equal(rows[:3], np.stack([proprio_row(waypoints[2][1], 1.0)] * 3))  # 3 before the last
+    np.testing.assert_array_equal(rows[-1], proprio_row(waypoints[5][1], -1.0))
+    assert anchor is waypoints[5][1]

@@ -89,6 +89,8 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data)
         self.create_subscription(PoseStamped, "/graspvla/ee_pose",
                                  lambda m: self.loop.add_pose(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
+        self.create_subscription(PoseStamped, "/graspvla/commanded_pose",
+                                 lambda m: self.loop.add_commanded(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
         self.create_subscription(Float64, "/graspvla/gripper_command",
                                  lambda m: self.loop.add_gripper(self._now(), m.data), LATCHED)
         self.create_subscription(Float64, "/graspvla/gripper_width", lambda m: self.loop.set_width(m.data), 10)

@@ -34,8 +34,8 @@ from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.interfaces import ControllerState
 from graspvla_ros.policy.backend import Backend, PolicyOutput
 from graspvla_ros.policy.episode import Episode, Home, Pick, Stop
-from graspvla_ros.policy.observation import (Frame, GripperHistory, Observation, PoseHistory, Skip, observation_from,
-                                             pick_pair, proprio_rows)
+from graspvla_ros.policy.observation import (CommandedHistory, Frame, GripperHistory, Observation, PoseHistory, Skip,
+                                             commanded_rows, observation_from, pick_pair, proprio_rows)
 from graspvla_ros.policy.settings import PolicySettings
 from graspvla_ros.settings import params
 
@@ -86,6 +86,8 @@ class PolicyLoop:
         self._retimed = threading.Condition(self._lock)     # settings, stop: the rate cap's wait changes
         self._frames: dict[str, deque[Frame]] = {v: deque(maxlen=FRAMES_KEPT) for v in VIEWS}
         self._poses = PoseHistory()
+        self._commanded = CommandedHistory()
+        self._start: tuple[int, Pose] | None = None  # the episode's first measured pose (history: commanded)
         self._gripper = GripperHistory()
         self._gripper_reported = False
         self._width: float | None = None   # measured finger width, None until the controller says
@@ -114,6 +116,11 @@ class PolicyLoop:
         """The TCP pose the controller measured at `stamp_ns`."""
         with self._lock:
             self._poses.add(stamp_ns, pose)
+
+    def add_commanded(self, stamp_ns: int, pose: Pose) -> None:
+        """A waypoint the controller commanded at `stamp_ns` (official_blocking announces each)."""
+        with self._lock:
+            self._commanded.add(stamp_ns, pose)
 
     def add_gripper(self, stamp_ns: int, command: float) -> None:
         """The gripper state the controller last commanded (±1), known since `stamp_ns`."""
@@ -160,6 +167,7 @@ class PolicyLoop:
                 s = self._settings
                 started = self._episode = Episode(self._episodes, command.target, command.task, now_ns,
                                                   s.episode_timeout, s.lift_success, s.min_grasp_width)
+                self._start = None
                 self.backend.reset()
                 self._new_input.notify_all()
             return ended, started
@@ -200,7 +208,13 @@ class PolicyLoop:
                 raise Skip("no_new_images" if waited < STALLED_S else "cameras_stalled",
                            f"no new view pair for {waited:.1f} s")
             front, side = pick_pair(fronts, sides, now_ns, s.max_view_skew, s.max_image_age)
-            rows, anchor = proprio_rows(front.stamp_ns, self._poses, self._gripper, ep.start_ns, s.proprio_lookback)
+            if s.history == "commanded":
+                if self._start is None:  # the official blocking client starts its history with the measured pose
+                    self._start = (ep.start_ns, self._poses.at(front.stamp_ns))
+                rows, anchor = commanded_rows(front.stamp_ns, self._commanded.between(ep.start_ns, front.stamp_ns),
+                                              self._start, self._gripper)
+            else:
+                rows, anchor = proprio_rows(front.stamp_ns, self._poses, self._gripper, ep.start_ns, s.proprio_lookback)
             newest_pose_ns = self._poses.newest[0]
             self._last_pair = (front.stamp_ns, side.stamp_ns)
         obs = observation_from(front, side, rows, anchor, ep.task, ep.target, s.jpeg_quality, ep.id)

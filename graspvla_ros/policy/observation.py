@@ -199,6 +199,35 @@ def proprio_rows(stamp_ns: int, poses: PoseHistory, gripper: GripperHistory, epi
     return np.stack([prev_row] * (PROPRIO_ROWS - 1) + [cur_row]), current
 
 
+class CommandedHistory:
+    """The waypoints the controller commanded (official_blocking announces each one), newest last."""
+
+    def __init__(self, keep: int = 64):
+        self._entries: deque[tuple[int, Pose]] = deque(maxlen=keep)
+
+    def add(self, stamp_ns: int, pose: Pose) -> None:
+        if self._entries and stamp_ns < self._entries[-1][0]:
+            self._entries.clear()  # the clock went back (a sim reset): start over
+        self._entries.append((stamp_ns, pose))
+
+    def between(self, start_ns: int, end_ns: int) -> list[tuple[int, Pose]]:
+        return [(t, p) for t, p in self._entries if start_ns <= t <= end_ns]
+
+
+def commanded_rows(stamp_ns: int, commanded: list[tuple[int, Pose]], start: tuple[int, Pose],
+                   gripper: GripperHistory, back: int = PROPRIO_ROWS - 1) -> tuple[np.ndarray, Pose]:
+    """The official BLOCKING client's proprio: its history is the episode's start pose followed by
+    every waypoint it commanded since (`commanded`, up to the images' stamp); the current row is
+    the last one, the history rows the one `back` waypoints before it (0.3 s at 0.1 s a waypoint;
+    the start pose while there are fewer), and the chunk chains from the last commanded waypoint.
+    Each row's gripper is the commanded state at its time; the current row's at the images'."""
+    history = [start, *commanded]
+    (_, current), (t_prev, prev) = history[-1], history[max(0, len(history) - 1 - back)]
+    cur_row = proprio_row(current, gripper.at(stamp_ns))
+    prev_row = proprio_row(prev, gripper.at(t_prev)) if len(history) > 1 else cur_row
+    return np.stack([prev_row] * (PROPRIO_ROWS - 1) + [cur_row]), current
+
+
 def observation_from(front: Frame, side: Frame, rows: np.ndarray, anchor: Pose, instruction: str, target: str,
                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, episode: int = 0) -> Observation:
     """The images' part (crop, resize, JPEG: the slow part) around already computed proprio rows."""

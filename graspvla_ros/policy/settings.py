@@ -39,6 +39,11 @@ class PolicySettings:
     max_view_skew: float = setting(0.05, 's, most the front and side stamps of a pair may differ')
     max_image_age: float = setting(0.3, 's, oldest a pair may be when a cycle starts', live=True)
     proprio_lookback: float = setting(0.3, 's between the history proprio rows and the current one')
+    history: str = setting(
+        'measured', "`measured`: the proprio history is the TCP measured `proprio_lookback` s before the images and "
+                    "chunks chain from the measured pose (the official non-blocking client); `commanded`: it is the "
+                    "waypoint commanded 3 before the last, chunks chain from the last commanded one (the official "
+                    "blocking client: pair it with the controller's `official_blocking`)")
     episode_timeout: float = setting(60.0, 's after which an episode without a successful grasp ends', live=True)
     lift_success: float = setting(0.10, 'm the TCP must rise after the gripper closed for the episode to succeed')
     min_grasp_width: float = setting(0.005, 'm, a closed gripper measured narrower than this (/graspvla/gripper_width) '
@@ -58,6 +63,7 @@ class PolicySettings:
             (self.max_view_skew >= 0, f"max_view_skew must be ≥ 0 s, got {self.max_view_skew}"),
             (self.max_image_age > 0, f"max_image_age must be > 0 s, got {self.max_image_age}"),
             (self.proprio_lookback >= 0, f"proprio_lookback must be ≥ 0 s, got {self.proprio_lookback}"),
+            (self.history in ("measured", "commanded"), f"history must be measured or commanded, got {self.history!r}"),
             (self.episode_timeout > 0, f"episode_timeout must be > 0 s, got {self.episode_timeout}"),
             (self.lift_success > 0, f"lift_success must be > 0 m, got {self.lift_success}"),
             (self.min_grasp_width >= 0, f"min_grasp_width must be ≥ 0 m, got {self.min_grasp_width}"),
