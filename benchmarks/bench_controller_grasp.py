@@ -13,7 +13,7 @@ import numpy as np
 from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk
 from graspvla_ros.control import ArmController, ControllerState, Strategy
-from graspvla_ros.graph import sim_controller_settings
+from graspvla_ros.sim_settings import sim_controller_settings
 from graspvla_ros.safety import ChunkRejected
 from graspvla_ros.sim.server import sim_process
 

@@ -149,16 +149,6 @@ SIM_CONTROLLER = {"tcp_offset": 0.0, "limit_rate": False, "gripper.grasp_width":
                   "gripper.epsilon_inner": 0.005, "gripper.epsilon_outer": 0.08, "safety.max_chunk_age": 1.2}
 
 
-def sim_controller_settings(host: str, **params: Any):
-    """The controller's settings in the sim graph on `host` (`params` by parameter name, e.g.
-    `**{"safety.hold_timeout": 0.6}`): how tests and benchmarks run the controller's core with
-    the sim graph's parameters instead of a copy of them."""
-    from graspvla_ros.control.settings import ControllerSettings
-    from graspvla_ros.settings import build
-
-    return build(ControllerSettings, {**SIM_CONTROLLER, "robot_ip": host, **params})
-
-
 # Simulated objects sag 1–3 cm in the fingers as the lift starts: an episode succeeds at a 15 cm
 # TCP lift (the expert lifts 20 cm), for sim_world's own 10 cm object lift.
 SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15}

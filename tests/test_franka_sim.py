@@ -9,7 +9,7 @@ from conftest import wait_for
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.control import ArmController, ControllerState, Strategy
 from graspvla_ros.deployment import HOME_POSITION
-from graspvla_ros.graph import sim_controller_settings
+from graspvla_ros.sim_settings import sim_controller_settings
 from graspvla_ros.safety import ChunkRejected
 from graspvla_ros.sim.server import SimServer, add_cube
 

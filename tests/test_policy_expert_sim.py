@@ -49,7 +49,7 @@ def _grasp(world, arm, name: str, timeout: float, rejected: list) -> bool:
 @pytest.mark.timeout(900)  # eight grasps of up to 60 s each on a loaded machine
 def test_expert_grasps_and_lifts_every_object(new_loopback_host):
     from graspvla_ros.control import ArmController
-    from graspvla_ros.graph import sim_controller_settings
+    from graspvla_ros.sim_settings import sim_controller_settings
 
     results, rejected = {}, {}
     with SimWorld(seed=SEED, host=new_loopback_host()) as world, \

@@ -296,3 +296,26 @@ def test_commanded_history_is_the_official_blocking_clients():
     np.testing.assert_array_equal(rows[:3], np.stack([proprio_row(waypoints[2][1], 1.0)] * 3))  # 3 before the last
     np.testing.assert_array_equal(rows[-1], proprio_row(waypoints[5][1], -1.0))
     assert anchor is waypoints[5][1]
+
+
+def test_model_options_pick_the_path_of_the_device():
+    """`device` (the policy parameter, serve-zmq's --device): cpu keeps the official fp32 path,
+    cuda asks for the fast path and is refused with the reason where there is no CUDA; only the
+    torch runtime takes a device."""
+    import pytest
+    import torch
+
+    from graspvla_ros.policy.backends import model_options
+
+    assert model_options("torch", None) == {}
+    assert model_options("torch", "cpu") == {"device": "cpu"}
+    assert model_options("torch", "cpu", "bfloat16") == {"device": "cpu", "dtype": torch.bfloat16}
+    if torch.cuda.is_available():
+        assert model_options("torch", "cuda")["cuda_graphs"] is True
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            model_options("torch", "cuda")
+    with pytest.raises(ValueError, match="only the torch runtime"):
+        model_options("onnxruntime", "cpu")
+    with pytest.raises(ValueError, match="float32 export"):
+        model_options("onnxruntime", None, "bfloat16")

@@ -118,7 +118,7 @@ def assert_official_reply(reply: dict, raw: bytes):
 
 # --- the server, in a thread of this process ------------------------------------------------------
 def tiny_backend(tiny_checkpoint, **options):
-    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.backends import create
 
     return create("graspvla", checkpoint=str(tiny_checkpoint[0]), llm_dir=str(tiny_checkpoint[1]), **options)
 
@@ -499,13 +499,13 @@ def test_cuda_is_refused_with_a_clear_error_where_there_is_none(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert main(["serve-zmq", "--tiny", "--device", "cuda"]) == 2
-    assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+    assert "device cuda: CUDA is not available" in capsys.readouterr().err
 
 
 def test_device_and_dtype_reach_the_torch_backend(tiny_checkpoint):
     import torch
 
-    from graspvla_ros.commands.serve_zmq import model_options
+    from graspvla_ros.policy.backends import model_options
 
     options = model_options("torch", "cpu", "bfloat16")
     assert options == {"device": "cpu", "dtype": torch.bfloat16}

@@ -215,7 +215,7 @@ def test_grasp_success_when_the_arm_lifts_the_named_object(new_loopback_host):
     from graspvla_ros.chunk import GRIPPER_CLOSE, ActionChunk, Pose
     from graspvla_ros.control import ArmController
     from graspvla_ros.deployment import HOME_RPY
-    from graspvla_ros.graph import sim_controller_settings
+    from graspvla_ros.sim_settings import sim_controller_settings
 
     from conftest import wait_for
 

@@ -21,29 +21,8 @@ import threading
 DTYPES = ("float32", "bfloat16")
 
 
-def model_options(backend: str, device: str | None, dtype: str | None) -> dict:
-    """The command line's model options → keyword options of `graspvla_ros.model.load` (through
-    `GraspVLABackend(model_options=...)`). Unset options keep the backend's defaults (torch: CUDA
-    when available, bf16 there, fp32 on CPU)."""
-    options: dict = {}
-    if device is not None:
-        import torch
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device cuda: CUDA is not available here (torch {torch.__version__}, "
-                             f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
-        options["device"] = device
-    if dtype is not None:
-        import torch
-
-        if backend == "onnxruntime" and dtype != "float32":
-            raise ValueError(f"--dtype {dtype}: the onnxruntime backend runs the float32 export")
-        options["dtype"] = getattr(torch, dtype)
-    return options
-
-
 def _serve(args: argparse.Namespace) -> int:
-    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.backends import create, model_options
     from graspvla_ros.policy.official_protocol import Limits
     from graspvla_ros.policy.zmq_server import ZmqServer
 

@@ -62,13 +62,16 @@ class PolicyNode(Node):
         options = {}
         if s.backend == "graspvla":
             options = dict(checkpoint=s.checkpoint, llm_dir=s.llm_dir, runtime=s.runtime, tiny=s.tiny,
-                           onnx_dir=s.onnx_dir, seed=s.seed)
+                           onnx_dir=s.onnx_dir, seed=s.seed,
+                           model_options=backends.model_options(s.runtime, s.device if s.runtime == "torch" else None))
         elif s.backend == "expert":
             options = dict(ground_truth=lambda: self._truth, latency=s.expert_latency)
             self.create_subscription(String, "sim/object_names", self._on_object_names, LATCHED)
             self.create_subscription(PoseArray, "sim/object_poses", self._on_object_poses, 10)
         self.get_logger().info(f"loading the {s.backend} backend")
         backend = backends.create(s.backend, **options)
+        if s.backend == "graspvla" and s.device == "cuda":  # capture and compile now, not in the first cycle
+            self.get_logger().info(f"warm-up inference: {backends.warm_up(backend):.1f} s")
 
         self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
         self.loop = PolicyLoop(backend, s, clock=self._now,

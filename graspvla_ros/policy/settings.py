@@ -20,6 +20,9 @@ class PolicySettings:
     backend: str = setting(
         'expert', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
     runtime: str = setting('torch', 'graspvla backend: `torch`, `onnxruntime` or `tensorrt`')
+    device: str = setting(
+        'cpu', 'graspvla backend, torch runtime: `cpu` (fp32: the official numerics) or `cuda` (the fastest path '
+               'the machine has: bf16, static KV cache, CUDA graphs, torch.compile; one warm-up inference at start)')
     checkpoint: str = setting(
         '', 'graspvla backend: official checkpoint directory (config.json, preprocessor.npz, checkpoint/)')
     llm_dir: str = setting('', "graspvla backend: the LLM's Hugging Face directory (config.json, tokenizer.model); "
@@ -56,6 +59,7 @@ class PolicySettings:
         checks = (
             (self.backend in NAMES, f"backend must be one of {', '.join(NAMES)}, got {self.backend!r}"),
             (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"),
+            (self.device in ("cpu", "cuda"), f"device must be cpu or cuda, got {self.device!r}"),
             (self.expert_latency >= 0, f"expert_latency must be ≥ 0 s, got {self.expert_latency}"),
             (self.rate_hz > 0, f"rate_hz must be > 0, got {self.rate_hz}"),
             (self.waypoint_dt > 0, f"waypoint_dt must be > 0 s, got {self.waypoint_dt}"),
