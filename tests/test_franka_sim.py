@@ -33,13 +33,12 @@ def step_rows(n=8, d=(0.0, 0.0, 0.0), grip=0.0):
     return [[*d, 0, 0, 0, grip]] * n
 
 
-def wait_still(ex, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    time.sleep(0.2)
-    while ex.read_state().ee_speed > 1e-3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    return ex.read_state()
+def wait_still(ex, timeout=20.0):
+    """Until the controller's work on chunks is over (no longer RUNNING or GRIPPER: the watchdog
+    held, or something stopped it) and the TCP is at rest; fails with a message after `timeout`."""
+    wait_for(lambda: ex.state not in (ControllerState.RUNNING, ControllerState.GRIPPER, ControllerState.HOMING),
+             timeout, "the chunk work to end")
+    return wait_at_rest(ex, timeout, "the arm at rest")
 
 
 def test_home_reaches_the_graspvla_reset_pose(executor):
@@ -61,7 +60,6 @@ def test_each_strategy_reaches_the_final_target(executor, strategy):
     rows = [[0.004, -0.003, 0.002, 0.0, 0.0, 0.01, 0.0]] * 8
     chunk = make_chunk(executor, rows)
     executor.submit(chunk)
-    time.sleep(0.9 if strategy != Strategy.OFFICIAL_BLOCKING else 3.0)
     final = wait_still(executor).ee
     assert final.translation_to(chunk.targets[-1].pose) < 2e-3
     assert final.rotation_to(chunk.targets[-1].pose) < 0.01
@@ -147,12 +145,16 @@ def test_estop_halts_and_refuses_chunks_until_release(executor):
 
 
 def test_watchdog_holds_when_chunks_stop(executor):
+    """One chunk, then none: RUNNING, then HOLDING once `hold_timeout` passed without a chunk,
+    and the arm stays where the last motion ended."""
+    states = []
+    executor.add_state_listener(lambda state, why: states.append((state, why)))
     executor.submit(make_chunk(executor, step_rows(8, (0.003, 0, 0))))
-    time.sleep(0.3)
-    assert executor.state == ControllerState.RUNNING
-    time.sleep(1.0)
-    assert executor.state == ControllerState.HOLDING
-    held = wait_still(executor).ee.position
+    wait_for(lambda: executor.state == ControllerState.HOLDING, 10, "HOLDING after the chunks stopped")
+    executor.flush()
+    assert [s for s, _ in states][:2] == [ControllerState.RUNNING, ControllerState.HOLDING], states
+    assert "no chunk for" in states[1][1]
+    held = wait_at_rest(executor, 10, "the arm at rest").ee.position
     time.sleep(0.5)
     np.testing.assert_allclose(executor.read_state().ee.position, held, atol=1e-3)
 

@@ -209,3 +209,37 @@ def test_cli_talks_to_the_running_stack(stack, rec):
     assert controller_line.split(": ", 1)[1] in ("IDLE", "RUNNING", "HOLDING")
     out = cli("say", "pick up the")
     assert out.returncode == 1 and '"refused empty' in out.stdout, out.stdout + out.stderr
+
+
+def test_arm_faults_hold_the_graph_and_the_next_instruction_moves_the_arm(stack, rec, ros_node):
+    """Through the whole sim graph (sim_world's sim/inject_fault): a user stop pressed mid-episode,
+    then a lost link. The controller says so on its state (USER_STOPPED, DISCONNECTED), its home
+    service answers (refusing, with the state's name), no node dies, and once each fault is gone
+    (released, link back) the controller is IDLE and the next instruction moves the arm again."""
+    inject = ros_node.create_publisher(String, "sim/inject_fault", 10)
+    wait_for(lambda: inject.get_subscription_count() > 0, 60, "sim_world's sim/inject_fault subscription")
+    home = ros_node.create_client(Trigger, "/controller/home")
+
+    def moves(what):
+        start = rec.tcp()
+        wait_for(lambda: np.linalg.norm(rec.tcp() - start) > 0.01 or stack.failed(), 120, what)
+        assert not stack.failed(), stack.failed()
+
+    for fault, end, state in (("user_stop", "user_stop_release", "USER_STOPPED"),
+                              ("network_drop:600", "network_restore", "DISCONNECTED")):
+        rec.say("pick up the red cube")
+        moves(f"the arm moving before {fault}")
+        with rec.lock:
+            seen = len(rec.states)
+        inject.publish(String(data=fault))
+        wait_for(lambda: state in rec.states[seen:], 60, f"{state} after {fault}")
+        reply = call_trigger(home, 30)
+        assert reply is not None and not reply.success and state in reply.message, reply
+        with rec.lock:
+            seen = len(rec.states)
+        inject.publish(String(data=end))
+        wait_for(lambda: "IDLE" in rec.states[seen:], 60, f"IDLE once {fault} ended ({end})")
+        assert not stack.failed(), stack.failed()
+        rec.say("pick up the green ball")
+        moves(f"the next instruction to move the arm after {fault}")
+    rec.say("stop")

@@ -84,11 +84,14 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
         t = timings[-1]
         assert 0 <= t["received_ms"] <= t["cycle_start_ms"] <= t["inference_start_ms"] <= t["inference_end_ms"] \
             <= t["published_ms"]
-        assert t["model_ms"] > 0 and t["overhead_ms"] >= 0
+        # the node's own work (crop, resize, JPEG, chunk) takes time, on the wall and on its CPU clock
+        assert t["model_ms"] > 0 and t["overhead_ms"] > 0 and t["overhead_cpu_ms"] > 0
         diag = {kv.key: kv.value for m in got["diagnostics"] for s in m.status if s.name == "graspvla/policy"
                 for kv in s.values}
         assert int(diag["images.front"]) > 0 and int(diag["images.side"]) > 0, diag
-        assert float(diag["inference_s"]) > 0 and int(diag["images_during_inference.front"]) >= 0
+        assert float(diag["inference_s"]) > 0
+        for view in ("front", "side"):  # the callbacks during inference are some of all the callbacks
+            assert int(diag[f"images_during_inference.{view}"]) <= int(diag[f"images.{view}"]), diag
         assert got["grasp"] and got["grasp"][-1].header.frame_id == "base"
         for view in ("front", "side"):
             assert got[view] and (got[view][-1].width, got[view][-1].height) == (256, 256)
