@@ -18,6 +18,7 @@ COMMANDS = (
     "graspvla_ros.bag.cli",
     "graspvla_ros.cli_commands",
     "graspvla_ros.commands.serve_zmq",
+    "graspvla_ros.commands.doctor",
 )
 
 

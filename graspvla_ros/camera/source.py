@@ -117,10 +117,12 @@ class PlaybackFile:
 
 class SoftwareCamera:
     """An `rs.software_device` with an rgb8 colour sensor (and a z16 depth sensor when asked);
-    `inject` pushes frames through librealsense exactly as a USB camera's would arrive."""
+    `inject` pushes frames through librealsense exactly as a USB camera's would arrive. `info`:
+    more device information, as a USB camera reports it (e.g. `rs.camera_info.usb_type_descriptor`)."""
 
     def __init__(self, serial: str = "SW0001", settings: StreamSettings = StreamSettings(),
-                 fx: float = 615.0, fy: float = 615.0, depth_scale: float = 0.001):
+                 fx: float = 615.0, fy: float = 615.0, depth_scale: float = 0.001,
+                 info: dict[rs.camera_info, str] | None = None):
         self.serial = serial
         self.settings = settings
         self.description = f"software camera {serial}"
@@ -133,6 +135,8 @@ class SoftwareCamera:
             self.device.create_matcher(rs.matchers.default)  # pair by timestamp; before add_sensor
         self.device.register_info(rs.camera_info.serial_number, serial)
         self.device.register_info(rs.camera_info.name, "Software RealSense")
+        for key, value in (info or {}).items():
+            self.device.register_info(key, value)
         intr = rs.intrinsics()
         intr.width, intr.height, intr.fx, intr.fy = settings.width, settings.height, fx, fy
         intr.ppx, intr.ppy = (settings.width - 1) / 2, (settings.height - 1) / 2
@@ -211,9 +215,11 @@ class SoftwareCamera:
         return True
 
 
-    def play_pattern(self, stop: threading.Event) -> None:
+    def play_pattern(self, stop: threading.Event,
+                     domain: rs.timestamp_domain = rs.timestamp_domain.global_time) -> None:
         """Inject a moving test pattern at the stream's fps until `stop` is set (a stand-in
-        camera for running the node without hardware). Stamps are global time (host ms)."""
+        camera for running the node without hardware). Stamps are host ms, labelled `domain`
+        (a camera without metadata stamps `system_time`)."""
         w, h = self.settings.width, self.settings.height
         ramp = np.linspace(0, 255, w, dtype=np.float32)
         base = np.stack([np.broadcast_to(ramp, (h, w)), np.broadcast_to(ramp[::-1], (h, w)),
@@ -223,8 +229,7 @@ class SoftwareCamera:
         next_t = time.monotonic()
         n = 0
         while not stop.is_set():
-            self.inject(np.roll(base, 8 * n, axis=1), time.time() * 1000.0, depth,
-                        domain=rs.timestamp_domain.global_time)
+            self.inject(np.roll(base, 8 * n, axis=1), time.time() * 1000.0, depth, domain=domain)
             n += 1
             next_t += period
             stop.wait(max(0.0, next_t - time.monotonic()))

@@ -68,11 +68,17 @@ class Connection:
 
     def end_effector_warning(self) -> str:
         """What is wrong with Desk's end effector for the TCP that `tcp_offset` assumes ("" if nothing)."""
-        offset = self.arm.end_effector_offset()
-        expected = np.array([0.0, 0.0, self.settings.ee_offset])
-        error = float(np.linalg.norm(offset - expected))
-        if error <= 1e-3:
-            return ""
-        return (f"the robot's end effector is {np.round(offset, 4).tolist()} m from the flange, not "
-                f"{expected.tolist()} (Desk's end-effector setting): the TCP is off by {error * 1e3:.0f} mm; "
-                "set the Franka Hand in Desk, or ee_offset to what is mounted")
+        problem = end_effector_problem(self.arm, self.settings.ee_offset)
+        return problem and f"{problem}; set the Franka Hand in Desk, or ee_offset to what is mounted"
+
+
+def end_effector_problem(arm: FrankyArm, ee_offset: float) -> str:
+    """What is wrong with the end effector `arm` reports (Desk's setting) for one `ee_offset` m
+    along the flange's z ("" if nothing)."""
+    offset = arm.end_effector_offset()
+    expected = np.array([0.0, 0.0, ee_offset])
+    error = float(np.linalg.norm(offset - expected))
+    if error <= 1e-3:
+        return ""
+    return (f"the robot's end effector is {np.round(offset, 4).tolist()} m from the flange, not "
+            f"{expected.tolist()} (Desk's end-effector setting): the TCP is off by {error * 1e3:.0f} mm")
