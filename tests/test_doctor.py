@@ -27,7 +27,8 @@ from graspvla_ros.camera.source import SoftwareCamera
 from graspvla_ros.checks import FAIL, OK, WARN, guarded
 from graspvla_ros.commands.doctor import ROBOT_ARGUMENTS, doctor_checks, line, parse_arguments
 from graspvla_ros.control.checks import robot_checks
-from graspvla_ros.graph import GRAPH_ARGUMENTS, build, sim_controller_settings
+from graspvla_ros.graph import GRAPH_ARGUMENTS, build
+from graspvla_ros.sim_settings import sim_controller_settings
 from graspvla_ros.sim.server import SimServer
 
 pytestmark = pytest.mark.sim
