@@ -185,17 +185,25 @@ class FaultyRobotServer(FrankaRobotServer):
             super().send_state()
 
     def _get_state_bytes(self) -> bytes:
-        """The state sent once per tick, with the contact force estimate (franky-sim has none)."""
-        state = self.robot_state
+        """The state sent once per tick, with the contact force estimate (franky-sim has none):
+        one copy of franky-sim's state per tick (its dataclass copies cost the physics time)."""
+        state = super().robot_state
         force = list(self._external_force())
         force[2] += self._bias(state)
-        return state.replace(O_F_ext_hat_K=tuple(force)).pack_state()
+        return state.replace(O_F_ext_hat_K=tuple(force), **self._fault_fields(state)).pack_state()
 
     @property
     def robot_state(self):
         state = super().robot_state
+        fields = self._fault_fields(state)
+        return state.replace(**fields) if fields else state
+
+    def _fault_fields(self, state) -> dict:
+        """What the faults in force change in the robot's state (nothing without faults)."""
+        if not (self.user_stopped or self.errors or self.last_motion_errors):
+            return {}
         mode = RobotMode.kUserStopped if self.user_stopped else RobotMode.kReflex if self.errors else state.robot_mode
-        return state.replace(robot_mode=mode, errors=_flags(self.errors), reflex_reason=_flags(self.last_motion_errors))
+        return {"robot_mode": mode, "errors": _flags(self.errors), "reflex_reason": _flags(self.last_motion_errors)}
 
     def _bias(self, state) -> float:
         """force_bias × the TCP's acceleration (finite differences of the pose, smoothed)."""

@@ -50,14 +50,27 @@ def add_cube(worldbody: ET.Element, name: str = "cube", pos=(0.5, 0.0, CUBE_SIZE
 ROBOT_PREFIX = "robot0_"  # franky-sim names the first robot's bodies robot0_*
 
 
+_ROBOT_GEOMS: dict[tuple[int, str], tuple[np.ndarray, set[int]]] = {}
+
+
+def _robot_geoms(model: mujoco.MjModel, prefix: str) -> tuple[np.ndarray, set[int]]:
+    """(per geom: does it belong to the robot, the finger bodies' ids), worked out once per model:
+    the force is computed every physics step, where name look-ups would slow the simulation."""
+    key = (id(model), prefix)
+    if key not in _ROBOT_GEOMS:
+        names = [model.body(int(model.geom_bodyid[g])).name for g in range(model.ngeom)]
+        _ROBOT_GEOMS[key] = (np.array([n.startswith(prefix) for n in names]),
+                             {model.body(prefix + "left_finger").id, model.body(prefix + "right_finger").id})
+    return _ROBOT_GEOMS[key]
+
+
 def external_force(model: mujoco.MjModel, data: mujoco.MjData, prefix: str = ROBOT_PREFIX) -> tuple[float, ...]:
     """The force (x, y, z, N, world frame; torques 0) that everything else exerts on the robot
     through contacts, as the real estimate (O_F_ext_hat_K) sees it: franky-sim reports none, and
     the controller's contact reaction needs one. An object held between both fingers counts as
     the load it is (its weight and what the world pushes on it), not with the fingers' squeeze,
     which is internal to the hand."""
-    fingers = {model.body(prefix + "left_finger").id, model.body(prefix + "right_finger").id}
-    robot = [model.body(model.geom_bodyid[g]).name.startswith(prefix) for g in range(model.ngeom)]
+    robot, fingers = _robot_geoms(model, prefix)
     pairs = []
     touching: dict[int, set[int]] = {}
     for i in range(data.ncon):
