@@ -16,7 +16,8 @@ from graspvla_ros.calibration.geometry import (Intrinsics, camera_angles, invert
                                                rotation_from_angles, transform)
 from graspvla_ros.calibration.handeye import HandEyeError, solve_eye_to_hand
 from graspvla_ros.calibration.nominal import load_nominal
-from graspvla_ros.sim.world import CAMERAS, CameraSpec
+from graspvla_ros.sim.robot_scene import RobotScene
+from graspvla_ros.sim.scene import CAMERAS, CameraSpec
 
 NOMINAL = load_nominal()
 HOME_R = Rotation.from_euler("xyz", [-np.pi, 0.0, np.pi / 4]).as_matrix()  # the reset pose: tool down
@@ -185,7 +186,7 @@ def test_calibration_file_round_trips_for_preprocessing_and_the_sim(tmp_path):
 
 @pytest.fixture(scope="module")
 def scene():
-    with overlay.RobotScene() as s:
+    with RobotScene() as s:
         yield s
 
 

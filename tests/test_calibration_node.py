@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from graspvla_ros.calibration import overlay, store
+from graspvla_ros.calibration import store
 from graspvla_ros.calibration.geometry import transform
 from graspvla_ros.calibration.nominal import load_nominal
+from graspvla_ros.sim.robot_scene import RobotScene
 
 NOMINAL = load_nominal()
 
@@ -66,7 +67,7 @@ def test_live_overlay_scores_the_nominal_camera_above_a_turned_one_and_saves(ros
     cam = NOMINAL.camera("front")
     turned = transform(cam.rotation @ np.array([[1, 0, 0], [0, np.cos(0.05), -np.sin(0.05)],
                                                 [0, np.sin(0.05), np.cos(0.05)]]), cam.position)  # 2.9° tilt
-    with overlay.RobotScene() as scene:
+    with RobotScene() as scene:
         frames = {"nominal": scene.rgb(cam.pose), "turned": scene.rgb(turned)}
     ros(CalibrationNode(context=ros.context, parameter_overrides=[
         Parameter("cameras", value=["front"]), Parameter("qos", value="reliable"), Parameter("rate_hz", value=50.0),

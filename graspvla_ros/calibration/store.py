@@ -1,6 +1,6 @@
 """calibration/<camera>.yaml: what calibration measured about one camera (intrinsics, camera →
 base extrinsics, the crop the policy sees, date, deviation and overlay score), for
-preprocessing (`crop`) and the sim (`sim.world.CameraSpec.from_pose(name, pose)`) to read."""
+preprocessing (`crop`) and the sim (`sim.scene.CameraSpec.from_pose(name, pose)`) to read."""
 from __future__ import annotations
 
 import datetime as dt

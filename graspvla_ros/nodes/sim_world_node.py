@@ -35,7 +35,8 @@ from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.process import die_with_parent
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
-from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
+from graspvla_ros.sim.scene import OBJECTS, object_spec
+from graspvla_ros.sim.world import SimWorld
 
 CONFIG = 'sim_world.yaml'
 PARAMS = (
