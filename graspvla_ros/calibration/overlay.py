@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from graspvla_ros import preprocess
-from graspvla_ros.calibration.geometry import Intrinsics
 from graspvla_ros.calibration.nominal import Nominal, load_nominal
+from graspvla_ros.camera.intrinsics import Intrinsics
 
 EDGE_TOLERANCE_PX = 4.0
 CHAMFER_CAP_PX = 20.0

@@ -14,7 +14,8 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from graspvla_ros import preprocess
-from graspvla_ros.calibration.geometry import Intrinsics, camera_angles, transform
+from graspvla_ros.calibration.geometry import camera_angles, transform
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.calibration.nominal import CALIBRATION_DIR
 
 FORMAT = 1

@@ -92,8 +92,8 @@ def _yaml(path: Path) -> dict:
 
 
 def _intrinsics(doc: dict | None, camera: str):
-    from graspvla_ros.calibration.geometry import Intrinsics
     from graspvla_ros.calibration.nominal import load_nominal
+    from graspvla_ros.camera.intrinsics import Intrinsics
     if doc is None:
         return load_nominal().camera(camera).intrinsics
     if "k" in doc:

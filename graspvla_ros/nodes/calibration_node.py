@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 
 from graspvla_ros import preprocess
 from graspvla_ros.calibration import overlay, store
-from graspvla_ros.calibration.geometry import Intrinsics
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.nodes.camera_node import image_msg, image_qos
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare

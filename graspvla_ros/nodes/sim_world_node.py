@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from graspvla_ros.camera import Intrinsics
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
 from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare

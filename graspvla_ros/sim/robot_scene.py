@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import mujoco
 import numpy as np
 
-from graspvla_ros.calibration.geometry import Intrinsics
 from graspvla_ros.calibration.nominal import Nominal, load_nominal
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.sim.scene import TableScene, robot_geom_ids
 
 JOINTS = tuple(f"robot0_fr3_joint{i}" for i in range(1, 8))
