@@ -118,7 +118,7 @@ def assert_official_reply(reply: dict, raw: bytes):
 
 # --- the server, in a thread of this process ------------------------------------------------------
 def tiny_backend(tiny_checkpoint, **options):
-    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.backends import create
 
     return create("graspvla", checkpoint=str(tiny_checkpoint[0]), llm_dir=str(tiny_checkpoint[1]), **options)
 

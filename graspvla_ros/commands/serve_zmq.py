@@ -43,7 +43,7 @@ def model_options(backend: str, device: str | None, dtype: str | None) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from graspvla_ros.policy.backend import create
+    from graspvla_ros.policy.backends import create
     from graspvla_ros.policy.official_protocol import Limits
     from graspvla_ros.policy.zmq_server import ZmqServer
 
