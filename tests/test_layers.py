@@ -16,6 +16,7 @@ launch/ sit above everything and may import anything that exists.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,17 @@ def test_every_top_level_module_and_package_has_a_layer():
     assert not unplaced, f"place these in LAYERS (and the README's Layout): {unplaced}"
     assert not gone, f"LAYERS names what graspvla_ros no longer has: {gone}"
     assert set(LIBRARY_IMPORTS) == {u for u, layer in LAYERS.items() if layer == LIBRARIES}
+
+
+def test_the_readme_layout_places_every_package_and_module():
+    """Its table gives each package and top-level module the layer LAYERS gives it."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("\n## ", readme.index("## Layout") + 1)]
+    rows = {u: next((line for line in layout.splitlines() if re.search(rf"[`/]{u}(\.py|/)`", line)), "")
+            for u in LAYERS}
+    wrong = [f"{u}: layer {LAYERS[u]}, README: {row.split('|')[1].strip() if row else 'missing'}"
+             for u, row in rows.items() if not row.startswith(f"| {LAYERS[u]} ")]
+    assert not wrong, "README, Layout: " + "; ".join(wrong)
 
 
 def test_every_import_of_graspvla_ros_names_something_that_exists():
