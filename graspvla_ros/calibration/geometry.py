@@ -7,6 +7,7 @@ the 4×4 transform that maps coordinates in frame b to frame a (b's pose in a).
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 UP = np.array([0.0, 0.0, 1.0])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyrealsense2 as rs
 
-from graspvla_ros.camera.intrinsics import Intrinsics
+from graspvla_ros.camera.intrinsics import PLUMB_BOB, Intrinsics
 
 
 class DeviceNotFound(RuntimeError):
@@ -291,7 +291,7 @@ class RealSenseStream:
 
 def _intrinsics(intr: rs.intrinsics) -> Intrinsics:
     """A stream's intrinsics as librealsense reports them."""
-    model = "equidistant" if intr.model == rs.distortion.kannala_brandt4 else "plumb_bob"
+    model = "equidistant" if intr.model == rs.distortion.kannala_brandt4 else PLUMB_BOB
     return Intrinsics(intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy, model,
                       tuple(float(c) for c in intr.coeffs))
 

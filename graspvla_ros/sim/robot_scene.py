@@ -1,5 +1,7 @@
 """franky-sim's FR3 on the empty table, posed at a joint configuration and seen by one movable
-camera: the expected arm silhouette of the calibration overlay check (`calibration.overlay`)."""
+camera: the expected arm silhouette of the calibration overlay check (`calibration.overlay`).
+It builds the sim's scene, so it lives in sim/, above calibration; callers hand it to
+`calibration.overlay.expected_silhouette`."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
