@@ -16,6 +16,7 @@ launch/ sit above everything and may import anything that exists.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,7 @@ def _where(module: str, line: int) -> str:
     return f"{MODULES[module].relative_to(ROOT)}:{line}"
 
 
+@functools.cache
 def _top_level_names(path: Path) -> set[str]:
     names: set[str] = set()
     body = list(ast.parse(path.read_text()).body)
