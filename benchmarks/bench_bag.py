@@ -45,7 +45,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def node_process(module: str, params: dict, log_dir: Path) -> subprocess.Popen:
-    from graspvla_ros.graph import format_param
+    from graspvla_ros.settings import format_param
 
     args = [sys.executable, "-m", module, "--ros-args"]
     for key, value in params.items():

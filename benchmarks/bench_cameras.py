@@ -36,7 +36,7 @@ def publisher(name: str, seconds: float) -> None:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from graspvla_ros.camera import SoftwareCamera
+    from graspvla_ros.camera.source import SoftwareCamera
     from graspvla_ros.nodes.camera_node import CameraNode
 
     rclpy.init()

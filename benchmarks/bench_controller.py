@@ -12,9 +12,9 @@ import numpy as np
 
 from benchmarks.report import write_section
 from graspvla_ros.chunk import ActionChunk, Pose
-from graspvla_ros.demo_chunks import CHUNK_PERIOD, HORIZON, STEP_DT, ScriptedPath, evaluate, square_path, stream
 from graspvla_ros.control import ArmController, Strategy
 from graspvla_ros.sim_settings import sim_controller_settings
+from graspvla_ros.policy.scripted import CHUNK_PERIOD, HORIZON, STEP_DT, ScriptedPath, evaluate, square_path, stream
 from graspvla_ros.sim.server import sim_process
 
 HOST = "127.0.250.2"

@@ -1,7 +1,8 @@
 """graspvla_ros: GraspVLA on a Franka arm with two RealSense cameras, over ROS 2.
 
-The package root and its submodules form a pure-Python core that never imports rclpy;
-`graspvla_ros.nodes` holds the thin rclpy adapters.
+Layered (README, "Layout"; tests/test_layers.py): a ROS-free core and libraries, the thin rclpy
+nodes over them (`graspvla_ros.nodes`), and the applications (`commands`, `cli`, `graph`,
+`bringup`, `demo`) on top.
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,6 @@ hand to launch_ros, so the two cannot drift.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,15 +21,7 @@ from collections.abc import Sequence
 from typing import IO
 
 from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, NodeSpec, build
-
-
-def die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the runner dies, even by SIGKILL,
-    so no node outlives an aborted demo or test run (Linux only; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+from graspvla_ros.process import die_with_parent
 
 
 class NodeProcess:

@@ -101,7 +101,3 @@ class ActionChunk:
             rows.append([*(pose.position - prev.position), *matrix_to_euler(pose.rotation @ prev.rotation.T), grip])
             prev = pose
         return cls(stamp_ns, dt, frame_id, np.asarray(rows, float).reshape(-1, ROW_WIDTH), anchor, anchor_gripper)
-
-    def due_after(self, now_ns: int) -> list[Waypoint]:
-        """Latency compensation: the waypoints whose time has not passed yet."""
-        return [w for w in self.targets if w.stamp_ns >= now_ns]

@@ -1,4 +1,5 @@
-"""The ``graspvla`` command: one entry point, subcommands contributed by the feature modules.
+"""The ``graspvla`` command: one entry point, subcommands contributed by the modules of
+`graspvla_ros.commands`.
 
 Each module in COMMANDS has `add_commands(subparsers)`, which adds its subcommands with
 `set_defaults(run=handler)`; a handler takes the parsed arguments and returns the exit code.
@@ -13,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = (
-    "graspvla_ros.model.cli",
-    "graspvla_ros.calibration.cli",
-    "graspvla_ros.bag.cli",
-    "graspvla_ros.cli_commands",
+    "graspvla_ros.commands.model",
+    "graspvla_ros.commands.calibrate",
+    "graspvla_ros.commands.bags",
+    "graspvla_ros.commands.robot",
     "graspvla_ros.commands.serve_zmq",
     "graspvla_ros.commands.doctor",
 )

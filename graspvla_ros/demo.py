@@ -25,7 +25,7 @@ import numpy as np
 
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.graph import configure, recorder, sim_graph
-from graspvla_ros.sim.world import OBJECTS
+from graspvla_ros.sim.scene import OBJECTS
 
 DEMO_CAMERA_RATE_HZ = 2.0
 DEMO_SEED = 3

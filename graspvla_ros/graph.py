@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from graspvla_ros.settings import format_param
 
 PACKAGE = "graspvla_ros"
 
@@ -78,18 +78,6 @@ class NodeSpec:
         for src, dst in self.remaps.items():
             args += ["-r", f"{src}:={dst}"]
         return args
-
-
-def format_param(value: Any) -> str:
-    """A parameter value as `-p key:=value` expects it (YAML syntax)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_param(v) for v in value) + "]"
-    if isinstance(value, str):  # quote what YAML would read as another type ("123", "true", "")
-        plain = value and all(c.isalnum() or c in "_./-" for c in value) and isinstance(yaml.safe_load(value), str)
-        return value if plain else repr(value)
-    return repr(value)
 
 
 def _node(program: str, name: str, params: dict[str, Any]) -> NodeSpec:

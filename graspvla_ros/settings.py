@@ -19,6 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 _MEANING, _LIVE = "meaning", "live"
 
 
@@ -89,3 +91,15 @@ def flatten(settings, prefix: str = "") -> dict[str, Any]:
         elif _MEANING in f.metadata:
             out[prefix + f.name] = _plain(value)
     return out
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as `-p key:=value` expects it (YAML syntax)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_param(v) for v in value) + "]"
+    if isinstance(value, str):  # quote what YAML would read as another type ("123", "true", "")
+        plain = value and all(c.isalnum() or c in "_./-" for c in value) and isinstance(yaml.safe_load(value), str)
+        return value if plain else repr(value)
+    return repr(value)

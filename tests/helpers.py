@@ -1,6 +1,13 @@
 """Pieces shared by several test modules (fixtures and guards stay in conftest.py)."""
 from __future__ import annotations
 
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from graspvla_ros.bag import BagWriter, episode_metadata
+
 # The policy tests' simulated cameras: 2 Hz keeps the physics fed, 320×240 renders in a quarter
 # of the CPU time (the policy crops the same field of view and resizes to 256 either way).
 SIM_CAMERAS = {"camera_rate_hz": 2.0, "width": 320, "height": 240}
@@ -20,3 +27,37 @@ def doc_commands(path) -> list[tuple[str, bool]]:
             if command.strip() and not command.lstrip().startswith("#"):
                 commands.append((command.strip(), hardware))
     return commands
+
+
+# Serialized messages and a small episode bag for the bag core and player_node tests.
+FRONT, SIDE, CHUNK = "/front/color/image_raw", "/side/color/image_raw", "/graspvla/action_chunk"
+
+
+def image(stamp_ns: int, value: int = 0, size=(48, 64)) -> bytes:
+    msg = Image(height=size[0], width=size[1], encoding="rgb8", step=size[1] * 3, data=bytes([value % 256]) * (size[0] * size[1] * 3))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    return serialize_message(msg)
+
+
+def string(text: str) -> bytes:
+    return serialize_message(String(data=text))
+
+
+def chunk(stamp_ns: int) -> bytes:
+    msg = MultiDOFJointTrajectory(joint_names=["ee", "gripper"])
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    return serialize_message(msg)
+
+
+def write_episode(path, n=20, **kw):
+    """n frames at 10 Hz on both cameras, a status string each, from t = 1 s."""
+    with BagWriter(path, episode_metadata(instruction="pick up the cube", backend="torch"), **kw) as w:
+        for topic, msgtype in ((FRONT, "sensor_msgs/msg/Image"), (SIDE, "sensor_msgs/msg/Image"),
+                               ("/graspvla/status", "std_msgs/msg/String")):
+            w.add_topic(topic, msgtype)
+        for i in range(n):
+            t = 1_000_000_000 + i * 100_000_000
+            w.write(FRONT, t, image(t, i))
+            w.write(SIDE, t + 1000, image(t, i + 100))
+            w.write("/graspvla/status", t + 2000, string(f"s{i}"))
+    return path

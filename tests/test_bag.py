@@ -4,49 +4,15 @@ import json
 import shutil
 
 import pytest
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
-from sensor_msgs.msg import Image
 from std_msgs.msg import String
-from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from graspvla_ros.bag import BagError, BagWriter, episode_metadata, open_bag
+from graspvla_ros.bag import BagError, BagWriter, open_bag
 from graspvla_ros.bag.playback import (Pacer, cycles, header_stamp_ns, observations, parse_remaps, select_topics,
                                       timeline)
-
-FRONT, SIDE, CHUNK = "/front/color/image_raw", "/side/color/image_raw", "/graspvla/action_chunk"
-
-
-def image(stamp_ns: int, value: int = 0, size=(48, 64)) -> bytes:
-    msg = Image(height=size[0], width=size[1], encoding="rgb8", step=size[1] * 3, data=bytes([value % 256]) * (size[0] * size[1] * 3))
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    return serialize_message(msg)
-
-
-def string(text: str) -> bytes:
-    return serialize_message(String(data=text))
-
-
-def chunk(stamp_ns: int) -> bytes:
-    msg = MultiDOFJointTrajectory(joint_names=["ee", "gripper"])
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    return serialize_message(msg)
-
-
-def write_episode(path, n=20, **kw):
-    """n frames at 10 Hz on both cameras, a status string each, from t = 1 s."""
-    with BagWriter(path, episode_metadata(instruction="pick up the cube", backend="torch"), **kw) as w:
-        for topic, msgtype in ((FRONT, "sensor_msgs/msg/Image"), (SIDE, "sensor_msgs/msg/Image"),
-                               ("/graspvla/status", "std_msgs/msg/String")):
-            w.add_topic(topic, msgtype)
-        for i in range(n):
-            t = 1_000_000_000 + i * 100_000_000
-            w.write(FRONT, t, image(t, i))
-            w.write(SIDE, t + 1000, image(t, i + 100))
-            w.write("/graspvla/status", t + 2000, string(f"s{i}"))
-    return path
-
+from helpers import CHUNK, FRONT, SIDE, chunk, image, string, write_episode
 
 def test_written_bag_reads_back_in_order_with_metadata_and_opens_in_rosbags(tmp_path):
     bag = open_bag(write_episode(tmp_path / "ep", split_bytes=100_000))

@@ -12,11 +12,12 @@ from graspvla_ros import preprocess
 from graspvla_ros.calibration import overlay, store, synthetic
 from graspvla_ros.calibration.charuco import Board, BoardNotFound, detect_board
 from graspvla_ros.calibration.deviation import Thresholds, deviation
-from graspvla_ros.calibration.geometry import (Intrinsics, camera_angles, invert, rotation_angle_deg,
-                                               rotation_from_angles, transform)
+from graspvla_ros.calibration.geometry import camera_angles, invert, rotation_angle_deg, rotation_from_angles, transform
 from graspvla_ros.calibration.handeye import HandEyeError, solve_eye_to_hand
 from graspvla_ros.calibration.nominal import load_nominal
-from graspvla_ros.sim.world import CAMERAS, CameraSpec
+from graspvla_ros.camera.intrinsics import Intrinsics
+from graspvla_ros.sim.robot_scene import RobotScene
+from graspvla_ros.sim.scene import CAMERAS, CameraSpec
 
 NOMINAL = load_nominal()
 HOME_R = Rotation.from_euler("xyz", [-np.pi, 0.0, np.pi / 4]).as_matrix()  # the reset pose: tool down
@@ -167,7 +168,7 @@ def test_deviation_says_how_far_and_which_way_to_move_the_camera():
 
 
 def test_calibration_file_round_trips_for_preprocessing_and_the_sim(tmp_path):
-    intrinsics = Intrinsics(1280, 720, 910.0, 911.0, 641.2, 359.1, (0.01, -0.02, 0.0, 0.0, 0.0))
+    intrinsics = Intrinsics(1280, 720, 910.0, 911.0, 641.2, 359.1, coeffs=(0.01, -0.02, 0.0, 0.0, 0.0))
     T = _displaced("side", (0.004, 0.0, -0.003), (0.5, 0.2, -0.1))
     cal = store.CameraCalibration("side", intrinsics, T, deviation={"passed": True}, score={"edge_score": 0.8})
     path = store.write_calibration(cal, tmp_path)
@@ -185,7 +186,7 @@ def test_calibration_file_round_trips_for_preprocessing_and_the_sim(tmp_path):
 
 @pytest.fixture(scope="module")
 def scene():
-    with overlay.RobotScene() as s:
+    with RobotScene() as s:
         yield s
 
 

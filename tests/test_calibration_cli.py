@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import yaml
 
-from graspvla_ros.calibration import overlay, store
+from graspvla_ros.calibration import store
 from graspvla_ros.calibration.charuco import Board
 from graspvla_ros.calibration.geometry import invert, rotation_angle_deg, rotation_from_angles
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.cli import main
+from graspvla_ros.sim.robot_scene import RobotScene
 
 NOMINAL = load_nominal()
 
@@ -70,7 +71,7 @@ def test_images_without_the_board_or_too_few_poses_write_nothing(tmp_path, capsy
 
 
 def test_overlay_writes_the_blend_and_records_the_score(tmp_path, capsys):
-    with overlay.RobotScene() as scene:
+    with RobotScene() as scene:
         live = scene.rgb(NOMINAL.camera("side").pose)
         mask = scene.silhouette(NOMINAL.camera("side").pose)
     cv2.imwrite(str(tmp_path / "side.png"), live[..., ::-1])

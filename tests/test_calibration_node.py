@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from graspvla_ros.calibration import overlay, store
+from graspvla_ros.calibration import store
 from graspvla_ros.calibration.geometry import transform
 from graspvla_ros.calibration.nominal import load_nominal
+from graspvla_ros.sim.robot_scene import RobotScene
 
 NOMINAL = load_nominal()
 
@@ -61,12 +62,12 @@ def test_live_overlay_scores_the_nominal_camera_above_a_turned_one_and_saves(ros
     from std_srvs.srv import Trigger
 
     from graspvla_ros.nodes.calibration_node import CalibrationNode
-    from graspvla_ros.nodes.camera_node import image_msg
+    from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg
 
     cam = NOMINAL.camera("front")
     turned = transform(cam.rotation @ np.array([[1, 0, 0], [0, np.cos(0.05), -np.sin(0.05)],
                                                 [0, np.sin(0.05), np.cos(0.05)]]), cam.position)  # 2.9° tilt
-    with overlay.RobotScene() as scene:
+    with RobotScene() as scene:
         frames = {"nominal": scene.rgb(cam.pose), "turned": scene.rgb(turned)}
     ros(CalibrationNode(context=ros.context, parameter_overrides=[
         Parameter("cameras", value=["front"]), Parameter("qos", value="reliable"), Parameter("rate_hz", value=50.0),
@@ -81,8 +82,7 @@ def test_live_overlay_scores_the_nominal_camera_above_a_turned_one_and_saves(ros
     assert _wait(lambda: image_pub.get_subscription_count() == 1 and saver.service_is_ready())
     assert not saver.call(Trigger.Request(), timeout_sec=30).success  # nothing scored yet
 
-    k = cam.intrinsics
-    info = CameraInfo(width=k.width, height=k.height, k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0])
+    info = camera_info_msg(cam.intrinsics, "front")  # what camera_node publishes
     results, stamp = {}, 0
     for name in ("turned", "nominal"):  # the nominal one last: its score is the one saved
         sent = set()

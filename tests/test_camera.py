@@ -14,8 +14,10 @@ import pyrealsense2 as rs
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from graspvla_ros.camera import (CameraDriver, ClockMapper, DeviceNotFound, PlaybackFile, RealSenseDevice,
-                                 SoftwareCamera, StreamSettings)
+from graspvla_ros.camera.clock import ClockMapper
+from graspvla_ros.camera.driver import CameraDriver
+from graspvla_ros.camera.intrinsics import Intrinsics
+from graspvla_ros.camera.source import DeviceNotFound, PlaybackFile, RealSenseDevice, SoftwareCamera, StreamSettings
 
 FPS = 30
 
@@ -82,6 +84,18 @@ def test_clock_mapper_restarts_when_camera_time_goes_back_and_passes_global_time
     assert mapper.resets == 1
     # global time is host time already: only the ROS − system clock offset is added
     assert mapper.to_ros_ns(1.5e12, rs.timestamp_domain.global_time, 77, 70) == 1_500_000_000_000_000_007
+
+
+def test_intrinsics_read_back_from_camera_info_and_the_calibration_file():
+    """One Intrinsics for the driver, camera_info and calibration: what camera_node publishes reads
+    back equal (distortion model included); calibration files keep their keys (model only when not
+    plumb_bob)."""
+    from graspvla_ros.nodes.camera_node import camera_info_msg
+
+    fisheye = Intrinsics(848, 480, 420.0, 420.5, 424.1, 239.8, "equidistant", (0.1, -0.02, 0.003, 0.0))
+    assert Intrinsics.from_camera_info(camera_info_msg(fisheye, "front")) == fisheye
+    assert Intrinsics.from_dict(fisheye.to_dict()) == fisheye
+    assert set(Intrinsics.from_fovy(640, 480, 43.0).to_dict()) == {"width", "height", "fx", "fy", "cx", "cy", "distortion"}
 
 
 def test_serial_selection_lists_the_cameras_present():

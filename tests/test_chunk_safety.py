@@ -45,13 +45,6 @@ def test_from_targets_inverts_the_chain():
     np.testing.assert_allclose(back.rows, rows, atol=1e-12)
 
 
-def test_latency_compensation_drops_passed_steps():
-    c = chunk(np.zeros((8, 7)))
-    assert len(c.due_after(NOW)) == 8
-    assert len(c.due_after(NOW + 250_000_000)) == 6   # steps at 0.1 and 0.2 s have passed
-    assert c.due_after(NOW + 900_000_000) == []
-
-
 @pytest.mark.parametrize("rows, reason", [
     (np.zeros((0, 7)), "empty"),
     (np.zeros((4, 6)), "bad_shape"),

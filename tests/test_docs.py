@@ -30,7 +30,8 @@ def test_launch_file_is_built_from_the_graph_description():
 
 
 def test_graph_arguments_reach_the_nodes_with_their_types():
-    from graspvla_ros.graph import build, format_param
+    from graspvla_ros.graph import build
+    from graspvla_ros.settings import format_param
 
     specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345"})}
     assert specs["controller"].params == {"robot_ip": "10.1.1.2"}

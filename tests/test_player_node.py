@@ -18,7 +18,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from conftest import wait_for
 from graspvla_ros.bag import BagWriter, open_bag
 from graspvla_ros.bag.playback import header_stamp_ns
-from test_bag import CHUNK, FRONT, SIDE, chunk, image, string, write_episode
+from helpers import CHUNK, FRONT, SIDE, chunk, image, string, write_episode
 
 pytestmark = [pytest.mark.ros]
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)

@@ -190,7 +190,7 @@ def test_expert_answers_in_graspvla_format_and_approaches_from_above():
     assert grasp.rotation[:, 2] @ (0, 0, -1) == pytest.approx(1.0, abs=1e-6), "TCP z points down"
     assert out.grasp_xyz == pytest.approx([0.55, 0.1, 0.02]), "at the centre: the finger pads centred on it"
     # the bbox holds the bar's projection in both 224 px views
-    from graspvla_ros.sim.world import CAMERAS
+    from graspvla_ros.sim.scene import CAMERAS
     for (x1, y1, x2, y2), cam in zip(out.bbox, CAMERAS):
         u, v = cam.project(bar[0], 640, 480)
         assert x1 < (u - 80) * 224 / 480 < x2 and y1 < v * 224 / 480 < y2 and 0 <= x1 < x2 <= 224

@@ -12,7 +12,8 @@ from graspvla_ros.chunk import ActionChunk
 from graspvla_ros.policy.expert import ExpertBackend
 from graspvla_ros.policy.observation import GripperHistory, Observation
 from graspvla_ros.safety import ChunkRejected
-from graspvla_ros.sim.world import OBJECTS, SimWorld
+from graspvla_ros.sim.scene import OBJECTS
+from graspvla_ros.sim.world import SimWorld
 
 pytestmark = pytest.mark.sim
 SEED = 7

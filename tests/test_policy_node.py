@@ -25,7 +25,7 @@ from graspvla_ros.nodes.common import call_trigger
 from graspvla_ros.nodes.sim_world_node import LATCHED
 from graspvla_ros.policy.observation import PoseHistory, Skip
 from graspvla_ros.nodes.convert import pose_from_msg, stamp_to_ns
-from graspvla_ros.sim.world import random_layout
+from graspvla_ros.sim.scene import random_layout
 
 STATUS_QOS = QoSProfile(depth=20, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 pytestmark = [pytest.mark.ros, pytest.mark.sim]

@@ -10,7 +10,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from graspvla_ros.sim.world import OBJECTS, WORKSPACE_X, WORKSPACE_Y, SimWorld, object_spec, random_layout
+from graspvla_ros.sim.scene import OBJECTS, WORKSPACE_X, WORKSPACE_Y, object_spec, random_layout
+from graspvla_ros.sim.world import SimWorld
 
 SEED = 4
 

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from graspvla_ros.calibration.geometry import Intrinsics, transform
+from graspvla_ros.calibration.geometry import transform
+from graspvla_ros.camera.intrinsics import Intrinsics
 
 
 class BoardNotFound(ValueError):

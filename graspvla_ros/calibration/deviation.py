@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graspvla_ros import preprocess
-from graspvla_ros.calibration.geometry import UP, Intrinsics, camera_angles, rotation_angle_deg
+from graspvla_ros.calibration.geometry import UP, camera_angles, rotation_angle_deg
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.calibration.nominal import NominalCamera
 
 MENTION_MM = 1.0  # smaller corrections are below what a hand can set

@@ -1,4 +1,5 @@
-"""Rigid transforms, camera orientation angles and pinhole intrinsics shared by calibration.
+"""Rigid transforms and camera orientation angles shared by calibration (intrinsics:
+`camera.intrinsics`).
 
 Camera frames follow OpenCV: x right, y down, z forward (the optical axis). A pose `T_a_b` is
 the 4×4 transform that maps coordinates in frame b to frame a (b's pose in a).
@@ -6,11 +7,8 @@ the 4×4 transform that maps coordinates in frame b to frame a (b's pose in a).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
-
-from graspvla_ros import preprocess
 
 UP = np.array([0.0, 0.0, 1.0])
 
@@ -67,58 +65,3 @@ def camera_angles(R: np.ndarray) -> tuple[float, float, float]:
     level /= np.linalg.norm(level)
     down = np.cross(z, level)
     return yaw, pitch, math.degrees(math.atan2(x @ down, x @ level))
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """A pinhole camera (sensor_msgs/CameraInfo K, plumb_bob distortion) of width×height px."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    distortion: tuple[float, ...] = ()
-
-    @classmethod
-    def from_fovy(cls, width: int, height: int, fovy_deg: float) -> Intrinsics:
-        """A distortion-free camera with square pixels centred on the image, as MuJoCo renders it
-        (OpenCV puts pixel centres on integers, hence (w − 1)/2)."""
-        f = height / 2 / math.tan(math.radians(fovy_deg) / 2)
-        return cls(width, height, f, f, (width - 1) / 2, (height - 1) / 2)
-
-    @classmethod
-    def from_camera_info(cls, info) -> Intrinsics:
-        """From a sensor_msgs/CameraInfo or anything with k, d, width, height."""
-        k = list(info.k)
-        return cls(int(info.width), int(info.height), k[0], k[4], k[2], k[5], tuple(float(v) for v in info.d))
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], float)
-
-    @property
-    def dist(self) -> np.ndarray:
-        return np.array(self.distortion, float) if self.distortion else np.zeros(5)
-
-    def fov_deg(self) -> tuple[float, float]:
-        """Horizontal and vertical field of view."""
-        return (math.degrees(2 * math.atan(self.width / (2 * self.fx))),
-                math.degrees(2 * math.atan(self.height / (2 * self.fy))))
-
-    def crop(self) -> preprocess.CropWindow:
-        """The window preprocessing cuts for the policy (preprocess.fov_crop; FovError if too narrow)."""
-        return preprocess.fov_crop(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
-
-    def to_dict(self) -> dict:
-        return {"width": self.width, "height": self.height, "fx": float(self.fx), "fy": float(self.fy),
-                "cx": float(self.cx), "cy": float(self.cy), "distortion": [float(v) for v in self.distortion]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Intrinsics:
-        try:
-            return cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]), float(d["cx"]),
-                       float(d["cy"]), tuple(float(v) for v in d.get("distortion") or ()))
-        except KeyError as e:
-            raise ValueError(f"intrinsics need width, height, fx, fy, cx, cy: {e.args[0]} is missing") from None

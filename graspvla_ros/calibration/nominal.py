@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from graspvla_ros.calibration.geometry import Intrinsics, camera_angles, look_rotation, rotation_from_angles, transform
+from graspvla_ros.calibration.geometry import camera_angles, look_rotation, rotation_from_angles, transform
+from graspvla_ros.camera.intrinsics import Intrinsics
 
 def _calibration_dir() -> Path:
     """$GRASPVLA_CALIBRATION_DIR, else the source checkout's calibration/, else the installed

@@ -1,6 +1,6 @@
 """calibration/<camera>.yaml: what calibration measured about one camera (intrinsics, camera →
 base extrinsics, the crop the policy sees, date, deviation and overlay score), for
-preprocessing (`crop`) and the sim (`sim.world.CameraSpec.from_pose(name, pose)`) to read."""
+preprocessing (`crop`) and the sim (`sim.scene.CameraSpec.from_pose(name, pose)`) to read."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +14,8 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from graspvla_ros import preprocess
-from graspvla_ros.calibration.geometry import Intrinsics, camera_angles, transform
+from graspvla_ros.calibration.geometry import camera_angles, transform
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.calibration.nominal import CALIBRATION_DIR
 
 FORMAT = 1

@@ -12,7 +12,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from graspvla_ros.calibration.charuco import Board
-from graspvla_ros.calibration.geometry import Intrinsics, transform
+from graspvla_ros.calibration.geometry import transform
+from graspvla_ros.camera.intrinsics import Intrinsics
 
 THICKNESS = 0.004
 PX_PER_SQUARE = 200
@@ -30,8 +31,8 @@ class BoardRenderer:
     square pixels and a centred principal point (Intrinsics.from_fovy)."""
 
     def __init__(self, board: Board, intrinsics: Intrinsics):
-        if abs(intrinsics.fx - intrinsics.fy) > 1e-6 or abs(intrinsics.cx - (intrinsics.width - 1) / 2) > 1e-6 \
-                or abs(intrinsics.cy - (intrinsics.height - 1) / 2) > 1e-6:
+        if abs(intrinsics.fx - intrinsics.fy) > 1e-6 or abs(intrinsics.ppx - (intrinsics.width - 1) / 2) > 1e-6 \
+                or abs(intrinsics.ppy - (intrinsics.height - 1) / 2) > 1e-6:
             raise ValueError("MuJoCo renders square pixels with a centred principal point only")
         self.board, self.intrinsics = board, intrinsics
         w, h = board.size_m

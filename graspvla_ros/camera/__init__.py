@@ -1,9 +1,4 @@
-"""RealSense cameras without ROS: device sources, the driver thread and time mapping."""
-from graspvla_ros.camera.clock import ClockMapper
-from graspvla_ros.camera.driver import CameraDriver, DriverStatus, StampedFrames
-from graspvla_ros.camera.source import (CameraFrames, DeviceNotFound, Intrinsics, PlaybackFile,
-                                        RealSenseDevice, RealSenseStream, SoftwareCamera, StreamSettings)
-
-__all__ = ["CameraDriver", "CameraFrames", "ClockMapper", "DeviceNotFound", "DriverStatus", "Intrinsics",
-           "PlaybackFile", "RealSenseDevice", "RealSenseStream", "SoftwareCamera", "StampedFrames",
-           "StreamSettings"]
+"""RealSense cameras without ROS: `intrinsics` (no pyrealsense2), device sources (`source`), the
+driver thread (`driver`) and time mapping (`clock`). The package itself imports none of them, so
+calibration and the sim use `intrinsics` without loading pyrealsense2, which must load after
+rclpy in a ROS process (nodes/camera_node.py)."""

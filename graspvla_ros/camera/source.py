@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyrealsense2 as rs
 
+from graspvla_ros.camera.intrinsics import PLUMB_BOB, Intrinsics
+
 
 class DeviceNotFound(RuntimeError):
     """The requested camera is not connected (the message lists those that are)."""
@@ -31,26 +33,6 @@ class StreamSettings:
     fps: int = 30
     enable_depth: bool = False
     auto_exposure: bool = True
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole + distortion of a stream, as librealsense reports them."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    ppx: float
-    ppy: float
-    model: str  # "plumb_bob" (Brown-Conrady family) or "equidistant"
-    coeffs: tuple[float, ...]
-
-    @classmethod
-    def from_rs(cls, intr: rs.intrinsics) -> Intrinsics:
-        model = "equidistant" if intr.model == rs.distortion.kannala_brandt4 else "plumb_bob"
-        return cls(intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy, model,
-                   tuple(float(c) for c in intr.coeffs))
 
 
 @dataclass
@@ -271,7 +253,7 @@ class RealSenseStream:
         if color_sensor.supports(rs.option.enable_auto_exposure) and \
                 not color_sensor.is_option_read_only(rs.option.enable_auto_exposure):
             color_sensor.set_option(rs.option.enable_auto_exposure, float(settings.auto_exposure))
-        self.intrinsics = Intrinsics.from_rs(color_profile.as_video_stream_profile().get_intrinsics())
+        self.intrinsics = _intrinsics(color_profile.as_video_stream_profile().get_intrinsics())
         try:
             for sensor, profile in opened:
                 sensor.open(profile)
@@ -310,6 +292,13 @@ class RealSenseStream:
                 except RuntimeError:
                     pass
         self._started.clear()
+
+
+def _intrinsics(intr: rs.intrinsics) -> Intrinsics:
+    """A stream's intrinsics as librealsense reports them."""
+    model = "equidistant" if intr.model == rs.distortion.kannala_brandt4 else PLUMB_BOB
+    return Intrinsics(intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy, model,
+                      tuple(float(c) for c in intr.coeffs))
 
 
 def _exposure_ms(frame: rs.frame) -> float:

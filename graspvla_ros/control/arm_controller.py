@@ -1,15 +1,11 @@
 """The arm controller: runs chunks on a franky arm with the official grasp semantics, safely.
 
-One worker thread owns every job that moves the arm (chunks, home, retreats, recoveries), so
-ROS callbacks never block on the robot. Its parts: the motion gate (`gate`), one class per
-execution strategy (`strategies`), homing (`homing`), and what happens on each robot fault
-(`recovery`).
-
-Invariants (see control.state and control.gate): every motion is issued under the state lock
-after checking that the job's epoch is current; e-stop, hold, home, faults and contact start a
-new epoch under that lock, so work of an older epoch can no longer move the arm; every
-exception a job raises ends in a defined state (recovery), never in a dead worker; listeners run
-on the notifier thread, never under the lock; `close` joins the worker before the robot is let go.
+One worker thread owns every job that moves the arm (chunks, home, retreats, recoveries), so ROS
+callbacks never block on the robot; its parts are the motion gate, the strategies, homing and
+the reaction to each fault (`recovery`). Invariants (control.state, control.gate): every motion
+is issued under the state lock while the job's epoch is current, and e-stop, hold, home, faults
+and contact start a new epoch under that lock; every exception a job raises ends in a defined
+state, never in a dead worker; `close` joins the worker before the robot is let go.
 """
 from __future__ import annotations
 
@@ -60,6 +56,7 @@ class ArmController:
         self.on_planned: Callable[[list[Pose]], None] = lambda poses: None  # every motion's TCP path
         self.ee_warning = ""
         self.machine = StateMachine()
+        self.flush = self.machine.flush  # until every transition so far was delivered to the listeners
         self._lock = self.machine.lock
         self.slot = ChunkSlot(self._lock)
         self.gate = MotionGate(self.machine, lambda: self.connection.arm, clock)
@@ -121,10 +118,6 @@ class ArmController:
         return self.machine.state
 
     @property
-    def epoch(self) -> int:
-        return self.machine.epoch
-
-    @property
     def arm(self) -> FrankyArm | None:
         return self.connection.arm
 
@@ -152,16 +145,12 @@ class ArmController:
         """`listener(state, why)` on every transition, on the notifier thread (never under the lock)."""
         self.machine.listeners.append(listener)
 
-    def flush(self) -> None:
-        """Until every queued notification was delivered."""
-        self.machine.flush()
-
     def read_state(self) -> RobotState:
         return self.connection.read(self.clock())
 
     def apply(self, name: str, value) -> None:
-        """A live parameter, from the next motion on: `relative_dynamics_factor` (franky's global
-        velocity scale) or `safety.*`; a bad value raises ValueError and changes nothing."""
+        """A live parameter (`relative_dynamics_factor`, `safety.*`), from the next motion on; a bad
+        value raises ValueError and changes nothing."""
         if name == "relative_dynamics_factor":
             self.settings = dataclasses.replace(self.settings, relative_dynamics_factor=value)  # checks it
             if self._arm is not None:
@@ -198,24 +187,14 @@ class ArmController:
         motion's type); every chunk is refused until `release`. The stop is issued under the lock
         after the new epoch began, so no later motion of an older job can overwrite it. With the
         robot not answering, the robot has stopped itself; the e-stop stays latched."""
-        with self._lock:
-            self.machine.interrupt(ControllerState.ESTOPPED, "e-stop requested")
-            self.slot.clear()
-            error = self._stop_arm()
-        if error:
-            log.warning("e-stop: the stop motion failed (%s); the robot's own reaction stops the arm", str(error))
+        self._stop(ControllerState.ESTOPPED, "e-stop requested")
 
     def hold(self) -> None:
         """Stop the current motion, drop the pending chunk, hold the pose; later chunks run again."""
-        with self._lock:
-            self._refuse_if_latched("hold")
-            self.machine.interrupt(ControllerState.HOLDING, "hold requested")
-            self.slot.clear()
-            error = self._stop_arm()
-        if error:
-            log.warning("hold: the stop motion failed (%s)", str(error))
+        self._stop(ControllerState.HOLDING, "hold requested", refuse_if="hold")
 
     def release(self) -> None:
+        """End an e-stop: IDLE (DISCONNECTED while the robot does not answer)."""
         with self._lock:
             if self.machine.state == ControllerState.ESTOPPED:
                 self._last_stamp_ns = None
@@ -276,16 +255,22 @@ class ArmController:
         if self.machine.state in LATCHED:
             raise RuntimeError(f"cannot {what} while {self.machine.state.value}")
 
-    def _stop_arm(self) -> Exception | None:
-        """Issue the stop motion (with the lock held; nothing is logged here); returns the error
-        that kept it from being sent, if any."""
-        if self._arm is None:
-            return ConnectionError("not connected")
-        try:
-            self._arm.stop()
-        except Exception as err:  # the robot refused or is gone: the worker's supervision sees it
-            return err
-        return None
+    def _stop(self, state: ControllerState, why: str, refuse_if: str = "") -> None:
+        """A new epoch in `state`, the pending chunk dropped, the stop motion issued (all under
+        the lock); a stop the robot refuses or cannot hear is said, and the worker sees why."""
+        with self._lock:
+            if refuse_if:
+                self._refuse_if_latched(refuse_if)
+            self.machine.interrupt(state, why)
+            self.slot.clear()
+            try:
+                if self._arm is not None:
+                    self._arm.stop()
+                error = None if self._arm is not None else "not connected"
+            except Exception as err:  # the robot refused or is gone
+                error = err
+        if error:
+            log.warning("%s: the stop motion failed (%s); the robot's own reaction stops the arm", why, str(error))
 
     # --- for the worker's parts -------------------------------------------------------
     def interrupt(self, state: ControllerState, why: str) -> int:

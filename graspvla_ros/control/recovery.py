@@ -110,7 +110,7 @@ class Recovery:
         state = ctl.state
         if state == ControllerState.USER_STOPPED:
             if ctl.arm.robot_mode() != "UserStopped":
-                epoch = ctl.epoch
+                epoch = ctl.machine.epoch
                 ctl.arm.recover()
                 ctl.set_if_current(epoch, ControllerState.IDLE, "user stop released: start a new history")
             else:

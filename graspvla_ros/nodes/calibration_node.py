@@ -23,10 +23,11 @@ from std_srvs.srv import Trigger
 
 from graspvla_ros import preprocess
 from graspvla_ros.calibration import overlay, store
-from graspvla_ros.calibration.geometry import Intrinsics
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.nodes.camera_node import image_msg, image_qos
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.sim.robot_scene import RobotScene
 
 CONFIG = 'calibration.yaml'
 PARAMS = (
@@ -47,7 +48,7 @@ class CalibrationNode(Node):
         self.p = declare(self, PARAMS)
         if self.p["rate_hz"] <= 0:
             raise ValueError(f"rate_hz must be positive, got {self.p['rate_hz']}")
-        with overlay.RobotScene() as scene:  # rendered once: the expected view does not change
+        with RobotScene() as scene:  # rendered once: the expected view does not change
             self.expected = {c: overlay.expected_silhouette(scene, c) for c in self.p["cameras"]}
         self._lock = threading.Lock()
         self._info: dict[str, CameraInfo] = {}

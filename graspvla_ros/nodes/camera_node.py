@@ -14,8 +14,9 @@ from rclpy.node import Node  # before graspvla_ros.camera: rclpy must load befor
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
-                                 SoftwareCamera, StampedFrames, StreamSettings)
+from graspvla_ros.camera.driver import CameraDriver, DriverStatus, StampedFrames
+from graspvla_ros.camera.intrinsics import Intrinsics
+from graspvla_ros.camera.source import PlaybackFile, RealSenseDevice, SoftwareCamera, StreamSettings
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
 

@@ -90,7 +90,7 @@ def _typed(p: Param, value: Any) -> Any:
 
 def yaml_value(value: Any) -> str:
     """A value in YAML flow syntax that reads back as the same type (strings quoted where needed)."""
-    from graspvla_ros.graph import format_param
+    from graspvla_ros.settings import format_param
 
     return format_param(value)
 

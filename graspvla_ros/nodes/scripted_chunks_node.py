@@ -19,10 +19,10 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.chunk import Pose
-from graspvla_ros.demo_chunks import evaluate, speeds, square_path, stream
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.policy.scripted import evaluate, speeds, square_path, stream
 
 CONFIG = 'scripted_chunks.yaml'
 PARAMS = (

@@ -29,13 +29,14 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from graspvla_ros.bringup import die_with_parent
-from graspvla_ros.camera import Intrinsics
+from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
 from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.process import die_with_parent
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
-from graspvla_ros.sim.world import OBJECTS, SimWorld, object_spec
+from graspvla_ros.sim.scene import OBJECTS, object_spec
+from graspvla_ros.sim.world import SimWorld
 
 CONFIG = 'sim_world.yaml'
 PARAMS = (

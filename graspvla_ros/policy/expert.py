@@ -23,7 +23,7 @@ from graspvla_ros.chunk import GRIPPER_CLOSE, Pose, euler_to_matrix, matrix_to_e
 from graspvla_ros.policy.backend import PolicyOutput, postprocess
 from graspvla_ros.policy.observation import Observation, Skip
 from graspvla_ros.preprocess import MODEL_SIZE, official_crop
-from graspvla_ros.sim.world import CAMERAS, object_spec
+from graspvla_ros.sim.scene import CAMERAS, object_spec
 
 # Objects whose fingers must close along their body-frame y axis (elongated along x); every
 # other object is grasped across its body x axis (boxes, bars) or is round (any yaw).

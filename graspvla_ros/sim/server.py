@@ -28,7 +28,7 @@ from franky_sim import SimulationServer
 from franky_sim.base_simulator import RobotParameters
 from franky_sim.mujoco_simulator import MujocoSimulator
 
-from graspvla_ros.bringup import die_with_parent
+from graspvla_ros.process import die_with_parent
 from graspvla_ros.sim.faults import FaultyRobotServer
 
 ROBOT_PORT = 1337

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from graspvla_ros.chunk import GRIPPER_CLOSE, GRIPPER_HOLD, GRIPPER_OPEN, Pose
-from graspvla_ros.demo_chunks import CHUNK_PERIOD, evaluate, speeds, square_path
 from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
+from graspvla_ros.policy.scripted import CHUNK_PERIOD, evaluate, speeds, square_path
 from graspvla_ros.safety import SafetyLimits
 
 HOME = Pose.from_xyz_rpy(HOME_POSITION, HOME_RPY)

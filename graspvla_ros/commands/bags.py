@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from graspvla_ros.graph import format_param
+from graspvla_ros.settings import format_param
 
 
 def _ros_args(name: str, params: dict) -> list[str]:

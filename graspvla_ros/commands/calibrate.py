@@ -92,8 +92,8 @@ def _yaml(path: Path) -> dict:
 
 
 def _intrinsics(doc: dict | None, camera: str):
-    from graspvla_ros.calibration.geometry import Intrinsics
     from graspvla_ros.calibration.nominal import load_nominal
+    from graspvla_ros.camera.intrinsics import Intrinsics
     if doc is None:
         return load_nominal().camera(camera).intrinsics
     if "k" in doc:
@@ -186,6 +186,7 @@ def run_overlay(args) -> int:
     from graspvla_ros import preprocess
     from graspvla_ros.calibration import overlay, store
     from graspvla_ros.calibration.nominal import load_nominal
+    from graspvla_ros.sim.robot_scene import RobotScene
 
     kwargs = {} if args.out_dir is None else {"directory": args.out_dir}
     previous = _previous(args.camera, kwargs)
@@ -208,7 +209,7 @@ def run_overlay(args) -> int:
         expected = expected > 127
     else:
         nominal = load_nominal()
-        with overlay.RobotScene(nominal=nominal) as scene:
+        with RobotScene(nominal=nominal) as scene:
             expected = overlay.expected_silhouette(scene, args.camera, nominal)
     live_mask = None
     if args.mask:
