@@ -1,9 +1,18 @@
-"""RealSense cameras without ROS: device sources, the driver thread and time mapping."""
-from graspvla_ros.camera.clock import ClockMapper
-from graspvla_ros.camera.driver import CameraDriver, DriverStatus, StampedFrames
-from graspvla_ros.camera.source import (CameraFrames, DeviceNotFound, Intrinsics, PlaybackFile,
-                                        RealSenseDevice, RealSenseStream, SoftwareCamera, StreamSettings)
+"""RealSense cameras without ROS: device sources, the driver thread and time mapping.
 
-__all__ = ["CameraDriver", "CameraFrames", "ClockMapper", "DeviceNotFound", "DriverStatus", "Intrinsics",
-           "PlaybackFile", "RealSenseDevice", "RealSenseStream", "SoftwareCamera", "StampedFrames",
-           "StreamSettings"]
+The names below load their module on first use, so that `graspvla_ros.camera.settings` (which
+the launch file reads on the system Python) imports without librealsense.
+"""
+from importlib import import_module
+
+_MODULES = {"ClockMapper": "clock", "CameraDriver": "driver", "DriverStatus": "driver", "StampedFrames": "driver",
+            "CameraFrames": "source", "DeviceNotFound": "source", "Intrinsics": "source", "PlaybackFile": "source",
+            "RealSenseDevice": "source", "RealSenseStream": "source", "SoftwareCamera": "source",
+            "CameraSettings": "settings", "StreamSettings": "settings"}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -7,8 +7,7 @@ nothing imports a backend back, and so that a node loads only the backend it run
 from __future__ import annotations
 
 from graspvla_ros.policy.backend import Backend, GraspVLABackend
-
-NAMES = ("graspvla", "expert")
+from graspvla_ros.policy.settings import BACKENDS
 
 
 def create(name: str, **options) -> Backend:
@@ -19,4 +18,4 @@ def create(name: str, **options) -> Backend:
         from graspvla_ros.policy.expert import ExpertBackend
 
         return ExpertBackend(**options)
-    raise ValueError(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
+    raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graspvla_ros.model import BACKENDS as RUNTIMES
-from graspvla_ros.policy.backends import NAMES
+from graspvla_ros.model.backends import BACKENDS as RUNTIMES
 from graspvla_ros.settings import setting
+
+BACKENDS = ("graspvla", "expert")  # policy.backends.create makes each
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class PolicySettings:
     def __post_init__(self) -> None:
         """A bad value fails here, at start or when set live, with its reason."""
         checks = (
-            (self.backend in NAMES, f"backend must be one of {', '.join(NAMES)}, got {self.backend!r}"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"),
             (self.expert_latency >= 0, f"expert_latency must be ≥ 0 s, got {self.expert_latency}"),
             (self.rate_hz > 0, f"rate_hz must be > 0, got {self.rate_hz}"),

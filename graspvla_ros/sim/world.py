@@ -27,6 +27,7 @@ from graspvla_ros.chunk import euler_to_matrix
 from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
 from graspvla_ros.sim.render import Snapshot
 from graspvla_ros.sim.server import SimServer
+from graspvla_ros.sim.settings import SimWorldSettings
 
 WORKSPACE_X = (0.35, 0.75)
 WORKSPACE_Y = (-0.25, 0.25)
@@ -279,6 +280,10 @@ class SimWorld:
         self.width, self.height = width, height
         self.start_positions: dict[str, np.ndarray] = {}
         self.target: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: SimWorldSettings) -> SimWorld:
+        return cls(s.seed, s.host, s.realtime, s.width, s.height)
 
     @property
     def model(self) -> mujoco.MjModel:
