@@ -32,8 +32,9 @@ def test_launch_file_is_built_from_the_graph_description():
 def test_graph_arguments_reach_the_nodes_with_their_types():
     from graspvla_ros.graph import build, format_param
 
-    specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345"})}
+    specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345",
+                                                "side_serial": "678901", "tiny": "true"})}
     assert specs["controller"].params == {"robot_ip": "10.1.1.2"}
     assert "serial:='012345'" in specs["front_camera"].ros_args()   # stays a string, keeps its zero
-    assert "serial" not in specs["side_camera"].params               # config/camera.yaml default
+    assert specs["policy"].params == {"tiny": True}                   # a bool, not the string "true"
     assert [format_param(v) for v in (True, 0.5, [1, 2], "true", "base")] == ["true", "0.5", "[1, 2]", "'true'", "base"]

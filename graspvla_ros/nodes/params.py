@@ -3,8 +3,9 @@
 The tables come from the settings dataclasses (`graspvla_ros.settings`): a node's `PARAMS` is
 `params(<its settings>)`. The table feeds the node's declarations (with the meaning as the
 parameter's description, so `ros2 param describe` shows it, and read-only unless the parameter
-is applied live), its `config/<node>.yaml` and its section of docs/interfaces.md.
-`python -m graspvla_ros.nodes.params --write` regenerates both files from the tables;
+is applied live), its `config/<node>.yaml`, its section of docs/interfaces.md and the graph
+arguments that set it (`graph.GRAPH_ARGUMENTS`, also a section of docs/interfaces.md).
+`python -m graspvla_ros.nodes.params --write` regenerates these files from the tables;
 tests/test_docs.py fails when they differ.
 """
 from __future__ import annotations
@@ -123,9 +124,22 @@ def markdown(table: Sequence[Param]) -> str:
     return "\n".join(rows)
 
 
-def _marker(module: str) -> tuple[str, str]:
-    short = module.rsplit(".", 1)[-1]
-    return f"<!-- params: {short} -->", "<!-- /params -->"
+def arguments_markdown() -> str:
+    """The graph arguments: the node parameter each sets, its default per graph, its meaning."""
+    from graspvla_ros.graph import GRAPH_ARGUMENTS
+
+    rows = ["| argument | graphs | node parameter it sets | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    rows += [f"| `{a.name}` | {', '.join(a.graphs)} | `{a.node}` `{a.param}` | {a.defaults()} | "
+             f"{a.spec.meaning}{f'. {a.note}' if a.note else ''} |" for a in GRAPH_ARGUMENTS.values()]
+    return "\n".join(rows)
+
+
+def _section(doc: str, start: str, end: str, text: str) -> str:
+    """`doc` with the text between the markers `start` and `end` replaced by `text`."""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(doc):
+        raise SystemExit(f"docs/interfaces.md has no '{start} ... {end}' section")
+    return pattern.sub(lambda _m: f"{start}\n{text}\n{end}", doc)
 
 
 def rendered() -> dict[Path, str]:
@@ -136,12 +150,8 @@ def rendered() -> dict[Path, str]:
         module = importlib.import_module(name)
         short = name.rsplit(".", 1)[-1]
         out[ROOT / "config" / module.CONFIG] = config_yaml(module.PARAMS, short)
-        start, end = _marker(name)
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-        if not pattern.search(doc):
-            raise SystemExit(f"docs/interfaces.md has no '{start} ... {end}' section for {short}")
-        doc = pattern.sub(lambda _m: f"{start}\n{markdown(module.PARAMS)}\n{end}", doc)
-    out[DOC] = doc
+        doc = _section(doc, f"<!-- params: {short} -->", "<!-- /params -->", markdown(module.PARAMS))
+    out[DOC] = _section(doc, "<!-- graph-arguments -->", "<!-- /graph-arguments -->", arguments_markdown())
     return out
 
 
