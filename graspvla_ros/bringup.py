@@ -8,8 +8,8 @@ hand to launch_ros, so the two cannot drift.
     python -m graspvla_ros.bringup sim --print    # show the command lines only
     python -m graspvla_ros.bringup robot robot_ip:=172.16.0.2 front_serial:=123 side_serial:=456 checkpoint:=DIR
 
-A graph argument of the wrong type (graph.GraphError) is refused with one line, before any node
-starts (exit 2).
+A graph that would not work as asked (graph.GraphError: no checkpoint, a camera serial missing,
+...) is refused with one line naming the argument to set, before any node starts (exit 2).
 """
 from __future__ import annotations
 

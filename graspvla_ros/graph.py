@@ -3,7 +3,8 @@
 Both `launch/*.launch.py` (apt ROS 2 on a robot) and `graspvla_ros.bringup` (the project's
 own runner behind `make demo` and the tests) are generated from these specs, so they
 cannot drift apart. Each graph argument sets one node parameter and takes its meaning and
-default from that parameter's settings field.
+default from that parameter's settings field; `build` refuses, before any node starts, a graph
+that cannot work as asked (`GraphError`: one line naming the argument to set).
 
 Imports only what apt's Python has: `ros2 launch` runs the launch file on the system Python.
 """
@@ -287,23 +288,67 @@ GRAPH_ARGUMENTS = {a.name: a for a in (
 
 
 class GraphError(ValueError):
-    """A graph that must not start as asked; the message is one line naming the argument."""
+    """A graph that must not start as asked; the message is one line naming the argument to set."""
 
 
 def build(graph: str, arguments: dict[str, str]) -> list[NodeSpec]:
     """The specs of `graph` with the arguments that apply to it (others, and empty ones as
-    `ros2 launch` passes for unset arguments, are ignored); GraphError for a value of the wrong type."""
+    `ros2 launch` passes for unset arguments, are ignored); GraphError when it must not start."""
     if graph not in NODES:
         raise GraphError(f"no graph {graph!r}; graphs: {', '.join(GRAPHS)}")
     given = [(a, a.value(arguments[a.name])) for a in GRAPH_ARGUMENTS.values()
              if graph in a.graphs and arguments.get(a.name, "") != ""]
-    return [replace(s, params={**s.params, **{a.param: v for a, v in given if a.node == s.name}})
-            for s in NODES[graph]()]
+    specs = [replace(s, params={**s.params, **{a.param: v for a, v in given if a.node == s.name}})
+             for s in NODES[graph]()]
+    check(graph, specs)
+    return specs
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:
     """The sim graph (`build("sim", arguments)`), what the demo, tests and benchmarks start from."""
     return build("sim", arguments)
+
+
+def configured(spec: NodeSpec, name: str, config_dir: Path = CONFIG_DIR) -> Any:
+    """The value parameter `name` of `spec` will start with: set by the graph, else in its
+    config files (what the node reads, which a user may have edited), else None."""
+    if name in spec.params:
+        return spec.params[name]
+    value = None
+    for f in spec.params_files:
+        found = (yaml.safe_load((config_dir / f).read_text()) or {}).get("/**", {}).get("ros__parameters", {})
+        for key in name.split("."):
+            found = found.get(key) if isinstance(found, dict) else None
+        value = found if found is not None else value
+    return value
+
+
+def check(graph: str, specs: list[NodeSpec]) -> None:
+    """GraphError for a graph that would start but not work: the expert outside the simulator,
+    the model without a checkpoint, the robot's cameras without their own serials, a replay
+    without a bag."""
+    nodes = {s.name: s for s in specs}
+    if "policy" in nodes:
+        backend = configured(nodes["policy"], "backend")
+        if backend == "expert" and graph != "sim":
+            raise GraphError(f"{graph} graph: the expert backend plans from the simulator's ground truth, which only "
+                             "the sim graph has: set backend:=graspvla (the model)")
+        checkpoint, tiny = configured(nodes["policy"], "checkpoint"), configured(nodes["policy"], "tiny")
+        if backend == "graspvla" and not tiny and not (checkpoint and Path(checkpoint).is_dir()):
+            what = f"checkpoint:={checkpoint} is not a directory" if checkpoint else "no GraspVLA checkpoint"
+            raise GraphError(f"{graph} graph: {what}: set checkpoint:=<dir> (the official checkpoint: config.json, "
+                             "preprocessor.npz, checkpoint/), or tiny:=true to try the graph on tiny random weights")
+    if graph == "robot":
+        serials = {view: configured(nodes[f"{view}_camera"], "serial") for view in ("front", "side")}
+        for view, serial in serials.items():
+            if not serial:
+                raise GraphError(f"robot graph: no serial number for the {view} camera: set {view}_serial:=<serial> "
+                                 "(`rs-enumerate-devices -s` lists the connected RealSense cameras)")
+        if serials["front"] == serials["side"]:
+            raise GraphError(f"robot graph: front_serial and side_serial are both {serials['front']}: set each "
+                             "camera's own serial number")
+    if graph == "replay" and not configured(nodes["player"], "bag"):
+        raise GraphError("replay graph: no bag to replay: set bag:=<bag directory or .mcap/.db3 file>")
 
 
 def configure(specs: list[NodeSpec], **params: dict[str, Any]) -> list[NodeSpec]:

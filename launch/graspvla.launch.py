@@ -2,7 +2,9 @@
 side_serial:=... checkpoint:=...
 
 Built from graspvla_ros.graph, the same description the project's own bringup runner uses:
-the arguments' descriptions come from the node parameters they set. config/ comes from the package's share directory (graph.CONFIG_DIR),
+the arguments' descriptions come from the node parameters they set, and a graph that would
+not work (no checkpoint, a missing camera serial, ...) is refused by `build` with one line
+before any node starts. config/ comes from the package's share directory (graph.CONFIG_DIR),
 so it runs from a `colcon build` install as well as from a checkout.
 """
 from launch import LaunchDescription

@@ -19,7 +19,7 @@ BACKENDS = ("graspvla", "expert")  # policy.backends.create makes each
 @dataclass(frozen=True)
 class PolicySettings:
     backend: str = setting(
-        'expert', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
+        'graspvla', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
     runtime: str = setting('torch', 'graspvla backend: `torch`, `onnxruntime` or `tensorrt`')
     checkpoint: str = setting(
         '', 'graspvla backend: official checkpoint directory (config.json, preprocessor.npz, checkpoint/)')
