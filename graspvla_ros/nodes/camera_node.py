@@ -115,13 +115,13 @@ class CameraNode(Node):
                 CameraInfo, f"{self.camera}/aligned_depth_to_color/camera_info", qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._info: CameraInfo | None = None
+        # the driver says when it waits for the camera and when frames come (never before)
         self.driver = CameraDriver(source, stream, self._publish,
                                    ros_now_ns=lambda: self.get_clock().now().nanoseconds,
-                                   stall_timeout=s.camera.stall_timeout)
+                                   stall_timeout=s.camera.stall_timeout,
+                                   report=lambda line: self.get_logger().info(f"camera '{self.camera}': {line}"))
         self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.driver.start()
-        self.get_logger().info(f"camera '{self.camera}' from {source.description}, "
-                               f"{stream.width}x{stream.height}@{stream.fps}")
 
     def _source(self, s: CameraSettings):
         if s.source == "playback":
