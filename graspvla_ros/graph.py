@@ -238,7 +238,10 @@ class GraphArgument:
         default = self.spec.default
         if isinstance(default, str):
             return text  # kept as written: a serial "012345" keeps its zero
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text  # not YAML at all: refused below as text
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(default):
