@@ -147,7 +147,6 @@ def player(**params: Any) -> NodeSpec:
 
 
 SIM_HOST = "127.0.0.1"
-SIM_BACKEND = "expert"
 # The controller's parameters in simulation: franky-sim's own hand (no finger extensions), and
 # grasps that squeeze: franky-sim drives the fingers to exactly the commanded width, so the
 # official grasp(0.04, ε ±0.04) would stop at 4 cm and never squeeze a 4 cm object.
@@ -190,7 +189,7 @@ def _sim_nodes() -> list[NodeSpec]:
     CPU-starved simulator slows the whole world instead of skewing stamps against due times.
     The controller retries its connection until sim_world's franky-sim is up."""
     sim_time = {"use_sim_time": True}
-    return [sim_world(host=SIM_HOST, **sim_time), policy(backend=SIM_BACKEND, **SIM_POLICY, **sim_time),
+    return [sim_world(host=SIM_HOST, **sim_time), policy(backend="expert", **SIM_POLICY, **sim_time),
             controller(robot_ip=SIM_HOST, **SIM_CONTROLLER, **sim_time)]
 
 
@@ -273,8 +272,7 @@ GRAPH_ARGUMENTS = {a.name: a for a in (
     GraphArgument("front_serial", "front_camera", CameraSettings, "serial", ("robot",),
                   "Required on the robot graph (`rs-enumerate-devices -s` lists the serials); kept a string: "
                   "leading zeros survive"),
-    GraphArgument("side_serial", "side_camera", CameraSettings, "serial", ("robot",),
-                  "Required on the robot graph, and another than `front_serial`"),
+    GraphArgument("side_serial", "side_camera", CameraSettings, "serial", ("robot",), "Required; not `front_serial`"),
     GraphArgument("backend", "policy", PolicySettings, "backend",
                   note="`expert` only on the sim graph (the others refuse it)"),
     GraphArgument("checkpoint", "policy", PolicySettings, "checkpoint",
@@ -313,23 +311,16 @@ def sim_graph(**arguments: str) -> list[NodeSpec]:
 
 
 def configured(spec: NodeSpec, name: str, config_dir: Path = CONFIG_DIR) -> Any:
-    """The value parameter `name` of `spec` will start with: set by the graph, else in its
-    config files (what the node reads, which a user may have edited), else None."""
-    if name in spec.params:
-        return spec.params[name]
-    value = None
-    for f in spec.params_files:
-        found = (yaml.safe_load((config_dir / f).read_text()) or {}).get("/**", {}).get("ros__parameters", {})
-        for key in name.split("."):
-            found = found.get(key) if isinstance(found, dict) else None
-        value = found if found is not None else value
-    return value
+    """The value parameter `name` (not a group's) of `spec` will start with: set by the graph, else
+    in its config files (what the node reads, which a user may have edited), else None."""
+    files = [yaml.safe_load((config_dir / f).read_text()) or {} for f in spec.params_files]
+    found = [v for v in (f.get("/**", {}).get("ros__parameters", {}).get(name) for f in files) if v is not None]
+    return spec.params[name] if name in spec.params else (found[-1] if found else None)
 
 
 def check(graph: str, specs: list[NodeSpec]) -> None:
-    """GraphError for a graph that would start but not work: the expert outside the simulator,
-    the model without a checkpoint, the robot's cameras without their own serials, a replay
-    without a bag."""
+    """GraphError for a graph that would start but not work: the expert outside the simulator, the
+    model without a checkpoint, the robot's cameras without their own serials, a replay without a bag."""
     nodes = {s.name: s for s in specs}
     if "policy" in nodes:
         backend = configured(nodes["policy"], "backend")
