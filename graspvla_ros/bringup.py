@@ -6,7 +6,10 @@ hand to launch_ros, so the two cannot drift.
 
     python -m graspvla_ros.bringup sim            # the whole stack in simulation
     python -m graspvla_ros.bringup sim --print    # show the command lines only
-    python -m graspvla_ros.bringup robot robot_ip:=172.16.0.2 front_serial:=123 side_serial:=456
+    python -m graspvla_ros.bringup robot robot_ip:=172.16.0.2 front_serial:=123 side_serial:=456 checkpoint:=DIR
+
+A graph that would not work as asked (graph.GraphError: no checkpoint, a camera serial missing,
+...) is refused with one line naming the argument to set, before any node starts (exit 2).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, NodeSpec, build
+from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, GraphError, NodeSpec, build
 from graspvla_ros.process import die_with_parent
 
 
@@ -99,17 +102,24 @@ class Bringup:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("graph", choices=sorted(GRAPHS), help="which graph to bring up")
+    arguments = "\n".join(f"  {name}:=  ({', '.join(a.graphs)}) {a.description()}"
+                          for name, a in GRAPH_ARGUMENTS.items())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"graph arguments:\n{arguments}")
+    parser.add_argument("graph", choices=GRAPHS, help="which graph to bring up")
     parser.add_argument("arguments", nargs="*", metavar="name:=value",
-                        help="graph arguments: " + ", ".join(GRAPH_ARGUMENTS))
+                        help="graph arguments: " + ", ".join(GRAPH_ARGUMENTS) + " (below)")
     parser.add_argument("--print", action="store_true", help="print the command lines and exit")
     args = parser.parse_intermixed_args(argv)
     pairs = [a.split(":=", 1) for a in args.arguments]
     unknown = [a for a in args.arguments if ":=" not in a or a.split(":=", 1)[0] not in GRAPH_ARGUMENTS]
     if unknown:
         parser.error(f"unknown graph argument(s) {unknown}; known: {', '.join(GRAPH_ARGUMENTS)}")
-    specs = build(args.graph, dict(pairs))
+    try:
+        specs = build(args.graph, dict(pairs))
+    except GraphError as err:
+        print(f"bringup: {err}", file=sys.stderr)
+        return 2
     if args.print:
         for spec in specs:
             print(" ".join([sys.executable, "-m", spec.module, *spec.ros_args()]))

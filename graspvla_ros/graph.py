@@ -2,7 +2,11 @@
 
 Both `launch/*.launch.py` (apt ROS 2 on a robot) and `graspvla_ros.bringup` (the project's
 own runner behind `make demo` and the tests) are generated from these specs, so they
-cannot drift apart.
+cannot drift apart. Each graph argument sets one node parameter and takes its meaning and
+default from that parameter's settings field; `build` refuses, before any node starts, a graph
+that cannot work as asked (`GraphError`: one line naming the argument to set).
+
+Imports only what apt's Python has: `ros2 launch` runs the launch file on the system Python.
 """
 from __future__ import annotations
 
@@ -11,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from graspvla_ros.settings import format_param
+import yaml
+
+from graspvla_ros.bag.settings import PlaybackSettings, RecordingSettings
+from graspvla_ros.camera.settings import CameraSettings
+from graspvla_ros.control.settings import ControllerSettings
+from graspvla_ros.graph_checks import GraphError, check
+from graspvla_ros.policy.settings import PolicySettings
+from graspvla_ros.settings import Param, format_param, params
+from graspvla_ros.sim.settings import SimWorldSettings
 
 PACKAGE = "graspvla_ros"
 
@@ -124,7 +136,6 @@ def player(**params: Any) -> NodeSpec:
 
 
 SIM_HOST = "127.0.0.1"
-SIM_BACKEND = "expert"
 # The controller's parameters in simulation: franky-sim's own hand (no finger extensions), and
 # grasps that squeeze: franky-sim drives the fingers to exactly the commanded width, so the
 # official grasp(0.04, ε ±0.04) would stop at 4 cm and never squeeze a 4 cm object.
@@ -148,27 +159,138 @@ INPUTS = {
     "/sim/inject_fault": "a fault for the simulated robot (tests, benchmarks: sim.faults)",
 }
 
-
-def _given(arguments: dict[str, str], **params: tuple[str, type]) -> dict[str, Any]:
-    """{parameter: typed value} for the graph arguments that were given; `params` maps each
-    parameter to (argument, type). Arguments not given keep the node's config/ default."""
-    return {param: kind(arguments[arg]) for param, (arg, kind) in params.items() if arguments.get(arg) is not None}
-
-
-def _policy_params(arguments: dict[str, str]) -> dict[str, Any]:
-    return _given(arguments, backend=("backend", str), checkpoint=("checkpoint", str),
-                  llm_dir=("llm_dir", str), rate_hz=("rate_hz", float))
+# What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
+# played: the live policy makes them again and the recorder writes them to the new bag.
+REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw",
+                 "/side/color/camera_info", "/graspvla/ee_pose", "/graspvla/gripper_command", "/graspvla/instruction"]
 
 
-def sim_graph(**arguments: str) -> list[NodeSpec]:
+def _sim_nodes() -> list[NodeSpec]:
     """The whole stack against the simulated world (no hardware), on ONE clock: sim_world
     publishes `/clock` from MuJoCo's time and every node runs with `use_sim_time`, so a
     CPU-starved simulator slows the whole world instead of skewing stamps against due times.
     The controller retries its connection until sim_world's franky-sim is up."""
     sim_time = {"use_sim_time": True}
-    return [sim_world(host=SIM_HOST, **_given(arguments, camera_rate_hz=("sim_camera_rate_hz", float)), **sim_time),
-            policy(**{"backend": SIM_BACKEND, **SIM_POLICY, **_policy_params(arguments), **sim_time}),
+    return [sim_world(host=SIM_HOST, **sim_time), policy(backend="expert", **SIM_POLICY, **sim_time),
             controller(robot_ip=SIM_HOST, **SIM_CONTROLLER, **sim_time)]
+
+
+def _robot_nodes() -> list[NodeSpec]:
+    """The whole stack on a real Franka with two RealSense cameras (defaults from config/)."""
+    return [camera("front"), camera("side"), policy(), controller()]
+
+
+def _replay_nodes() -> list[NodeSpec]:
+    """A recorded episode into the live policy, on the bag's clock: the player publishes the
+    recorded inputs with their original timing and `/clock` from the bag time, the policy
+    answers as it did on the robot and the recorder writes its answers to a bag of their own
+    (`graspvla replay-test` compares chunk by chunk without ROS; this graph is the same episode
+    through DDS, to look at in Foxglove). Not lock-step: released in one burst, the 200 Hz pose
+    stream would overrun the policy's pose queue."""
+    sim_time = {"use_sim_time": True}
+    # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
+    return [player(topics=REPLAY_INPUTS, clock=100.0, wait_for_subscribers=2), policy(**sim_time),
+            recorder(bag_prefix="replay", **sim_time)]
+
+
+NODES = {"sim": _sim_nodes, "robot": _robot_nodes, "replay": _replay_nodes}
+GRAPHS = tuple(NODES)
+
+
+@dataclass(frozen=True)
+class GraphArgument:
+    """`name:=value` of `graphs`: sets parameter `param` of the node named `node`, a field of
+    `settings` (the dataclass that node's parameter table takes it from), whose meaning, type
+    and default are the argument's; `note` adds what the graph makes of it."""
+
+    name: str
+    node: str
+    settings: type
+    param: str
+    graphs: tuple[str, ...] = GRAPHS
+    note: str = ""
+
+    @property
+    def spec(self) -> Param:
+        return next(p for p in params(self.settings) if p.name == self.param)
+
+    def value(self, text: str) -> Any:
+        """`text` (as `ros2 launch` and bringup take it) as the parameter's type."""
+        default = self.spec.default
+        if isinstance(default, str):
+            return text  # kept as written: a serial "012345" keeps its zero
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text  # not YAML at all: refused below as text
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "a list")
+            raise GraphError(f"{self.name}:={text}: must be {kind} (the type of {self.node} `{self.param}`)")
+        return value
+
+    def default(self, graph: str) -> Any:
+        """What the node gets in `graph` when the argument is not given."""
+        spec = next(s for s in NODES[graph]() if s.name == self.node)
+        return spec.params.get(self.param, self.spec.default)
+
+    def defaults(self) -> str:
+        """Its default in each of its graphs: "`graspvla`", or "`expert` (sim); `graspvla` (robot, replay)"."""
+        graphs: dict[str, list[str]] = {}
+        for graph in self.graphs:
+            graphs.setdefault(format_param(self.default(graph)), []).append(graph)
+        return "; ".join(f"`{value}`" + ("" if len(graphs) == 1 else f" ({', '.join(names)})")
+                         for value, names in graphs.items())
+
+    def description(self) -> str:
+        """The parameter's meaning, the node parameter it sets and its defaults (launch, --help)."""
+        return (f"{self.spec.meaning}{f'. {self.note}' if self.note else ''}. Sets `{self.node}` `{self.param}`; "
+                f"default {self.defaults()}")
+
+
+GRAPH_ARGUMENTS = {a.name: a for a in (
+    GraphArgument("robot_ip", "controller", ControllerSettings, "robot_ip", ("robot",)),
+    GraphArgument("front_serial", "front_camera", CameraSettings, "serial", ("robot",),
+                  "Required on the robot graph (`rs-enumerate-devices -s` lists the serials); kept a string: "
+                  "leading zeros survive"),
+    GraphArgument("side_serial", "side_camera", CameraSettings, "serial", ("robot",), "Required; not `front_serial`"),
+    GraphArgument("backend", "policy", PolicySettings, "backend",
+                  note="`expert` only on the sim graph (the others refuse it)"),
+    GraphArgument("checkpoint", "policy", PolicySettings, "checkpoint",
+                  note="Required (an existing directory) for the `graspvla` backend unless `tiny:=true`"),
+    GraphArgument("llm_dir", "policy", PolicySettings, "llm_dir"),
+    GraphArgument("tiny", "policy", PolicySettings, "tiny"),
+    GraphArgument("rate_hz", "policy", PolicySettings, "rate_hz"),
+    GraphArgument("device", "policy", PolicySettings, "device"),
+    GraphArgument("history", "policy", PolicySettings, "history", note="`commanded` goes with strategy:=official_blocking"),
+    GraphArgument("strategy", "controller", ControllerSettings, "strategy", ("sim", "robot"),
+                  "`official_blocking` goes with history:=commanded"),
+    GraphArgument("dry_run", "controller", ControllerSettings, "dry_run", ("sim", "robot")),
+    GraphArgument("sim_camera_rate_hz", "sim_world", SimWorldSettings, "camera_rate_hz", ("sim",)),
+    GraphArgument("bag", "player", PlaybackSettings, "bag", ("replay",),
+                  "Required on the replay graph; it must hold each topic of `graph.REPLAY_INPUTS`"),
+    GraphArgument("play_rate", "player", PlaybackSettings, "rate", ("replay",)),
+    GraphArgument("output_dir", "recorder", RecordingSettings, "output_dir", ("replay",)),
+)}
+
+
+def build(graph: str, arguments: dict[str, str]) -> list[NodeSpec]:
+    """The specs of `graph` with the arguments that apply to it (others, and empty ones as
+    `ros2 launch` passes for unset arguments, are ignored); GraphError when it must not start."""
+    if graph not in NODES:
+        raise GraphError(f"no graph {graph!r}; graphs: {', '.join(GRAPHS)}")
+    given = [(a, a.value(arguments[a.name])) for a in GRAPH_ARGUMENTS.values()
+             if graph in a.graphs and arguments.get(a.name, "") != ""]
+    specs = [replace(s, params={**s.params, **{a.param: v for a, v in given if a.node == s.name}})
+             for s in NODES[graph]()]
+    check(graph, specs, CONFIG_DIR)
+    return specs
+
+
+def sim_graph(**arguments: str) -> list[NodeSpec]:
+    """The sim graph (`build("sim", arguments)`), what the demo, tests and benchmarks start from."""
+    return build("sim", arguments)
 
 
 def configure(specs: list[NodeSpec], **params: dict[str, Any]) -> list[NodeSpec]:
@@ -179,56 +301,3 @@ def configure(specs: list[NodeSpec], **params: dict[str, Any]) -> list[NodeSpec]
     if unknown:
         raise ValueError(f"no node named {sorted(unknown)} in the graph ({[s.name for s in specs]})")
     return [replace(s, params={**s.params, **params.get(s.name, {})}) for s in specs]
-
-
-def robot_graph(**arguments: str) -> list[NodeSpec]:
-    """The whole stack on a real Franka with two RealSense cameras (defaults from config/)."""
-    return [camera("front", **_given(arguments, serial=("front_serial", str))),
-            camera("side", **_given(arguments, serial=("side_serial", str))),
-            policy(**_policy_params(arguments)),
-            controller(**_given(arguments, robot_ip=("robot_ip", str)))]
-
-
-# What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
-# played: the live policy makes them again and the recorder writes them to the new bag.
-REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw",
-                 "/side/color/camera_info", "/graspvla/ee_pose", "/graspvla/gripper_command", "/graspvla/instruction"]
-
-
-def replay_graph(**arguments: str) -> list[NodeSpec]:
-    """A recorded episode into the live policy, on the bag's clock: the player publishes the
-    recorded inputs with their original timing and `/clock` from the bag time, the policy
-    answers as it did on the robot and the recorder writes its answers to a bag of their own
-    (`graspvla replay-test` compares chunk by chunk without ROS; this graph is the same episode
-    through DDS, to look at in Foxglove). Not lock-step: released in one burst, the 200 Hz pose
-    stream would overrun the policy's pose queue."""
-    sim_time = {"use_sim_time": True}
-    # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
-    return [player(**_given(arguments, bag=("bag", str), rate=("play_rate", float)), topics=REPLAY_INPUTS, clock=100.0,
-                   wait_for_subscribers=2),
-            policy(**_policy_params(arguments), **sim_time),
-            recorder(**_given(arguments, output_dir=("output_dir", str)), bag_prefix="replay", **sim_time)]
-
-
-GRAPHS = {"sim": sim_graph, "robot": robot_graph, "replay": replay_graph}
-
-# Arguments of the graphs, as `ros2 launch ... name:=value` and `bringup GRAPH name:=value` take them.
-GRAPH_ARGUMENTS = {
-    "robot_ip": "IP address of the Franka control box (robot graph)",
-    "front_serial": "serial number of the front RealSense; empty: the only one connected (robot graph)",
-    "side_serial": "serial number of the side RealSense (robot graph)",
-    "backend": "policy backend: graspvla with torch/onnxruntime/tensorrt as config/policy.yaml says, or expert "
-               "(simulation only; the sim graph's default)",
-    "checkpoint": "GraspVLA checkpoint directory (graspvla backend)",
-    "llm_dir": "directory of the InternLM2 tokenizer/config the checkpoint needs (graspvla backend)",
-    "rate_hz": "policy rate cap (inference runs as fast as the backend allows up to it)",
-    "sim_camera_rate_hz": "rate of the simulated cameras, rendered in their own process (sim graph)",
-    "bag": "the recorded episode to replay into the policy (replay graph)",
-    "play_rate": "playback speed factor of the recorded episode (replay graph; default 1)",
-    "output_dir": "where the recorder writes the replayed episode (replay graph; default: config/recorder.yaml)",
-}
-
-
-def build(graph: str, arguments: dict[str, str]) -> list[NodeSpec]:
-    """The specs of `graph`, given the arguments that apply to it (others are ignored)."""
-    return GRAPHS[graph](**{k: v for k, v in arguments.items() if k in GRAPH_ARGUMENTS and v != ""})

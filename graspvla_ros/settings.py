@@ -5,7 +5,9 @@ meaning, live=...)`. Its parameter table (`params(cls)`: name, default, meaning,
 node's declarations, `config/<node>.yaml`, the launch and bringup arguments and the tables in
 docs/interfaces.md are all built from those fields, so a default or a meaning is written in
 exactly one place. A field whose type is itself a settings dataclass becomes a group of
-parameters named `<field>.<name>` (`safety.hold_timeout`).
+parameters named `<field>.<name>` (`safety.hold_timeout`); one made with `inline(cls)` adds
+the parameters of `cls` under their own names (how a node's settings take in a core dataclass,
+the camera node's `width` from `camera.settings.StreamSettings`).
 
 A parameter is either applied while the node runs (`live=True`: `ros2 param set` changes the
 running behaviour, and the node has a test for it) or read once at start (`live=False`: the
@@ -21,13 +23,19 @@ from typing import Any
 
 import yaml
 
-_MEANING, _LIVE = "meaning", "live"
+_MEANING, _LIVE, _INLINE = "meaning", "live", "inline"
 
 
 def setting(default: Any, meaning: str, *, live: bool = False) -> Any:
     """A dataclass field that is also a node parameter: its default, one-line meaning, and
     whether the running node applies a change (`live`) or reads it once at start."""
     return field(default=default, metadata={_MEANING: meaning, _LIVE: live})
+
+
+def inline(cls) -> Any:
+    """A field holding the settings dataclass `cls` whose parameters keep their own names (no
+    `<field>.` prefix)."""
+    return field(default_factory=cls, metadata={_INLINE: True})
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,11 @@ class Param:
     live: bool = False
 
 
-def _groups(cls) -> dict[str, type]:
-    """{field name: settings dataclass} for the fields that are groups of parameters."""
+def _groups(cls) -> dict[str, tuple[type, str]]:
+    """{field name: (settings dataclass, its parameters' prefix)} for the fields that are
+    groups of parameters."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+    return {f.name: (hints[f.name], "" if f.metadata.get(_INLINE) else f"{f.name}.") for f in dataclasses.fields(cls)
             if dataclasses.is_dataclass(hints.get(f.name)) and isinstance(hints[f.name], type)}
 
 
@@ -54,7 +63,8 @@ def params(cls, prefix: str = "") -> tuple[Param, ...]:
     table: list[Param] = []
     for f in dataclasses.fields(cls):
         if f.name in groups:
-            table += params(groups[f.name], f"{prefix}{f.name}.")
+            group, more = groups[f.name]
+            table += params(group, prefix + more)
         elif _MEANING in f.metadata:
             table.append(Param(prefix + f.name, _plain(f.default), f.metadata[_MEANING], f.metadata[_LIVE]))
     return tuple(table)
@@ -73,7 +83,8 @@ def build(cls, values: dict[str, Any], prefix: str = ""):
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in groups:
-            kwargs[f.name] = build(groups[f.name], values, f"{prefix}{f.name}.")
+            group, more = groups[f.name]
+            kwargs[f.name] = build(group, values, prefix + more)
         elif _MEANING in f.metadata and prefix + f.name in values:
             value = values[prefix + f.name]
             kwargs[f.name] = tuple(value) if isinstance(f.default, tuple) else value
@@ -87,7 +98,7 @@ def flatten(settings, prefix: str = "") -> dict[str, Any]:
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if f.name in groups:
-            out.update(flatten(value, f"{prefix}{f.name}."))
+            out.update(flatten(value, prefix + groups[f.name][1]))
         elif _MEANING in f.metadata:
             out[prefix + f.name] = _plain(value)
     return out

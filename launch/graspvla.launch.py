@@ -1,8 +1,11 @@
-"""ros2 launch graspvla_ros graspvla.launch.py graph:=robot robot_ip:=172.16.0.2 front_serial:=... side_serial:=...
+"""ros2 launch graspvla_ros graspvla.launch.py graph:=robot robot_ip:=172.16.0.2 front_serial:=...
+side_serial:=... checkpoint:=...
 
-Built from graspvla_ros.graph, the same description the project's own bringup runner uses;
-config/ comes from the package's share directory (graph.CONFIG_DIR), so it runs from a
-`colcon build` install as well as from a checkout.
+Built from graspvla_ros.graph, the same description the project's own bringup runner uses:
+the arguments' descriptions come from the node parameters they set, and a graph that would
+not work (no checkpoint, a missing camera serial, ...) is refused by `build` with one line
+before any node starts. config/ comes from the package's share directory (graph.CONFIG_DIR),
+so it runs from a `colcon build` install as well as from a checkout.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
@@ -34,8 +37,11 @@ def generate_launch_description():
     return LaunchDescription([
         # large images: Fast DDS's default transports drop most 640×480 frames
         *[SetEnvironmentVariable(name, value) for name, value in ENVIRONMENT.items()],
-        DeclareLaunchArgument("graph", default_value="robot", choices=sorted(GRAPHS),
-                              description="robot: real Franka + RealSense; sim: MuJoCo world"),
-        *[DeclareLaunchArgument(name, default_value="", description=text) for name, text in GRAPH_ARGUMENTS.items()],
+        DeclareLaunchArgument("graph", default_value="robot", choices=list(GRAPHS),
+                              description="robot: real Franka + RealSense; sim: MuJoCo world; replay: a recorded episode "
+                                          "into the live policy"),
+        # empty: not given, the node keeps what the graph or its config/*.yaml sets (the description says which)
+        *[DeclareLaunchArgument(name, default_value="", description=argument.description())
+          for name, argument in GRAPH_ARGUMENTS.items()],
         OpaqueFunction(function=_nodes),
     ])

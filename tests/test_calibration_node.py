@@ -105,3 +105,31 @@ def test_live_overlay_scores_the_nominal_camera_above_a_turned_one_and_saves(ros
     saved = store.load_calibration("front", tmp_path)
     assert saved.score["edge_score"] == results["nominal"]["edge_score"] and saved.pose is None
     assert (tmp_path / "front_overlay.png").exists()
+
+    # live parameters through the node's parameter service (`ros2 param set`): save_dir for the
+    # next save, rate_hz from the next image; a bad value and a read-only parameter are refused
+    from rcl_interfaces.srv import SetParameters
+
+    setter = feeder.create_client(SetParameters, "calibration/set_parameters")
+
+    def set_param(name, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return setter.call(request, timeout_sec=30).results[0]
+
+    refused = set_param("rate_hz", 0.0)
+    assert not refused.successful and "rate_hz must be positive" in refused.reason
+    refused = set_param("cameras", ["side"])
+    assert not refused.successful and "read-only" in refused.reason
+    assert set_param("save_dir", str(tmp_path / "again")).successful
+    (tmp_path / "again").mkdir()
+    assert saver.call(Trigger.Request(), timeout_sec=30).success
+    assert (tmp_path / "again" / "front_overlay.png").exists()
+
+    assert set_param("rate_hz", 0.25).successful   # one overlay per 4 s of image stamps
+    last, scored = stamp, len(scores)
+    while len(scores) == scored:
+        assert stamp < last + 20, "no score at 0.25 Hz"
+        stamp += 1
+        image_pub.publish(image_msg(frames["nominal"], "rgb8", "front_color_optical_frame", stamp * 10**9))
+        _wait(lambda: len(scores) > scored, 0.5)
+    assert scores[scored]["stamp"] == last + 4, [s["stamp"] for s in scores[scored:]]

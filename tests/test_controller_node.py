@@ -1,5 +1,6 @@
 """controller_node over real rclpy against franky-sim, started the way bringup starts it."""
 import dataclasses
+import re
 import threading
 import time
 
@@ -226,3 +227,24 @@ def test_dry_run_publishes_the_planned_path_and_the_arm_stays(ros_node):
         assert max(p.poses[-1].position.x for p in paths) > start[0] + 0.01, "the path should lead along +x"
         moved = max(np.linalg.norm(p - start) for p in list(poses)[-100:])
         assert moved < 5e-4, f"the arm moved {moved * 1e3:.2f} mm in a dry run"
+
+
+def test_controller_waits_for_a_robot_that_boots_after_it_and_says_so_rarely(new_loopback_host, tmp_path):
+    """connect_timeout 0 (the default): the controller started before the robot waits, says so
+    once (with libfranka's reason) and then only every 30 s with the time waited (~35 s here),
+    and connects when the robot is up."""
+    from graspvla_ros.sim.server import sim_process
+
+    host, log = new_loopback_host(), tmp_path / "controller.log"
+    started = time.monotonic()   # before the controller: it has waited less than the test
+    with open(log, "w") as out, Bringup([controller(robot_ip=host, **SIM_CONTROLLER)], out=out) as graph:
+        wait_for(lambda: f"waiting for the robot at {host} (" in log.read_text() or graph.failed(), 60,
+                 "the controller to say it waits for the robot")
+        wait_for(lambda: "s so far" in log.read_text() or graph.failed(), 90, "the controller to say it again")
+        with sim_process(host):
+            wait_for(lambda: f"connected to {host}" in log.read_text() or graph.failed(), 120, "the connection")
+        waited = time.monotonic() - started
+        assert not graph.failed(), log.read_text()
+    said = [line for line in log.read_text().splitlines() if "waiting for the robot" in line]
+    assert "so far" not in said[0] and all(re.search(r", \d+ s so far$", line) for line in said[1:]), said
+    assert 2 <= len(said) <= 1 + waited / 30, said

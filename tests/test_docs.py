@@ -6,15 +6,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_config_files_and_docs_are_generated_from_the_parameter_tables():
     """config/*.yaml and the parameter tables in docs/interfaces.md come from each node's PARAMS."""
-    from graspvla_ros.nodes.params import stale
+    from graspvla_ros.paramdocs import stale
 
-    assert not stale(), "run `python -m graspvla_ros.nodes.params --write`: out of date: " + ", ".join(map(str, stale()))
+    assert not stale(), "run `python -m graspvla_ros.paramdocs --write`: out of date: " + ", ".join(map(str, stale()))
 
 
 def test_every_declared_parameter_has_a_meaning():
     import importlib
 
-    from graspvla_ros.nodes.params import TABLES
+    from graspvla_ros.paramdocs import TABLES
 
     for name in TABLES:
         params = importlib.import_module(name).PARAMS
@@ -33,8 +33,9 @@ def test_graph_arguments_reach_the_nodes_with_their_types():
     from graspvla_ros.graph import build
     from graspvla_ros.settings import format_param
 
-    specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345"})}
+    specs = {s.name: s for s in build("robot", {"robot_ip": "10.1.1.2", "front_serial": "012345",
+                                                "side_serial": "678901", "tiny": "true"})}
     assert specs["controller"].params == {"robot_ip": "10.1.1.2"}
     assert "serial:='012345'" in specs["front_camera"].ros_args()   # stays a string, keeps its zero
-    assert "serial" not in specs["side_camera"].params               # config/camera.yaml default
+    assert specs["policy"].params == {"tiny": True}                   # a bool, not the string "true"
     assert [format_param(v) for v in (True, 0.5, [1, 2], "true", "base")] == ["true", "0.5", "[1, 2]", "'true'", "base"]

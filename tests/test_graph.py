@@ -24,8 +24,12 @@ from graspvla_ros.graph import (CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS
                                 scripted_chunks)
 
 ROOT = Path(__file__).resolve().parent.parent
+# The least each graph needs to start (graph.check): the robot's two cameras, a bag to replay,
+# and, where the model runs, a checkpoint (here the tiny one)
+MINIMAL = {"sim": {}, "robot": {"front_serial": "012345", "side_serial": "678901", "tiny": "true"},
+           "replay": {"bag": "/bags/ep1", "tiny": "true"}}
 ALL_ARGUMENTS = {"robot_ip": "172.16.0.2", "front_serial": "012345", "side_serial": "678901",
-                 "backend": "graspvla", "checkpoint": "/ckpt/graspvla", "llm_dir": "/ckpt/internlm2",
+                 "backend": "graspvla", "checkpoint": "/ckpt/graspvla", "llm_dir": "/ckpt/internlm2", "tiny": "true",
                  "rate_hz": "4", "sim_camera_rate_hz": "5"}
 ROS_INFRASTRUCTURE = {"/rosout", "/parameter_events"}
 
@@ -37,7 +41,7 @@ def present(spec) -> bool:
 def every_spec(arguments=None):
     """(graph, spec) for every node of every graph, with and without arguments."""
     for graph in GRAPHS:
-        for args in ({}, ALL_ARGUMENTS) if arguments is None else (arguments,):
+        for args in (MINIMAL[graph], {**MINIMAL[graph], **ALL_ARGUMENTS}) if arguments is None else (arguments,):
             for spec in build(graph, args):
                 yield graph, spec
 
@@ -70,7 +74,7 @@ def test_robot_graph_runs_two_cameras_the_policy_and_the_controller_with_its_arg
     assert (policy.executable, policy.module, policy.params_files) == (
         "policy_node", "graspvla_ros.nodes.policy_node", ("policy.yaml",))
     assert policy.params == {"backend": "graspvla", "checkpoint": "/ckpt/graspvla",
-                             "llm_dir": "/ckpt/internlm2", "rate_hz": 4.0}
+                             "llm_dir": "/ckpt/internlm2", "tiny": True, "rate_hz": 4.0}
     args = policy.ros_args()
     assert args[:3] == ["--ros-args", "-r", "__node:=policy"]
     assert ["--params-file", str(CONFIG_DIR / "policy.yaml")] == args[3:5]
@@ -82,21 +86,21 @@ def test_robot_graph_runs_two_cameras_the_policy_and_the_controller_with_its_arg
 
 
 def test_robot_graph_without_arguments_keeps_the_config_defaults():
-    specs = {s.name: s for s in build("robot", {"robot_ip": "", "checkpoint": ""})}  # `ros2 launch` passes ""
-    assert specs["policy"].params == {} and specs["controller"].params == {}
-    assert specs["front_camera"].params == {"name": "front"}
+    # `ros2 launch` passes "" for the arguments not given
+    specs = {s.name: s for s in build("robot", {"robot_ip": "", "llm_dir": "", **MINIMAL["robot"]})}
+    assert specs["policy"].params == {"tiny": True} and specs["controller"].params == {}
 
 
-def test_sim_graph_runs_every_node_on_sim_time_with_the_expert_by_default():
+def test_sim_graph_runs_every_node_on_sim_time_with_the_expert_by_default(tmp_path):
     specs = {s.name: s for s in build("sim", {})}
     assert list(specs) == ["sim_world", "policy", "controller"]
     assert all(s.params["use_sim_time"] is True for s in specs.values())
     assert "-p" in specs["policy"].ros_args() and "use_sim_time:=true" in specs["policy"].ros_args()
     assert specs["policy"].params["backend"] == "expert"
     assert specs["controller"].params["robot_ip"] == specs["sim_world"].params["host"] == SIM_HOST
-    specs = {s.name: s for s in build("sim", {"backend": "graspvla", "checkpoint": "/c", "rate_hz": "2.5",
+    specs = {s.name: s for s in build("sim", {"backend": "graspvla", "checkpoint": str(tmp_path), "rate_hz": "2.5",
                                               "sim_camera_rate_hz": "5", "robot_ip": "10.0.0.1"})}
-    assert specs["policy"].params == {"backend": "graspvla", "checkpoint": "/c", "rate_hz": 2.5,
+    assert specs["policy"].params == {"backend": "graspvla", "checkpoint": str(tmp_path), "rate_hz": 2.5,
                                       "use_sim_time": True, **SIM_POLICY}
     assert specs["sim_world"].params["camera_rate_hz"] == 5.0
     assert specs["controller"].params["robot_ip"] == SIM_HOST          # robot_ip is the robot graph's
@@ -104,9 +108,10 @@ def test_sim_graph_runs_every_node_on_sim_time_with_the_expert_by_default():
 
 def test_bringup_prints_the_command_lines_of_the_graph():
     out = subprocess.run([sys.executable, "-m", "graspvla_ros.bringup", "robot", "--print", "rate_hz:=3",
-                          "backend:=graspvla"], capture_output=True, text=True, check=True).stdout.splitlines()
+                          "backend:=graspvla", *(f"{k}:={v}" for k, v in MINIMAL["robot"].items())],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
     policy_line = next(line for line in out if "graspvla_ros.nodes.policy_node" in line)
-    assert "-p backend:=graspvla -p rate_hz:=3.0" in policy_line
+    assert "-p backend:=graspvla -p tiny:=true -p rate_hz:=3.0" in policy_line
     bad = subprocess.run([sys.executable, "-m", "graspvla_ros.bringup", "robot", "rate:=3"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown graph argument" in bad.stderr and "rate_hz" in bad.stderr
@@ -200,7 +205,7 @@ print(json.dumps({
     "module": g.__file__, "share": str(g.SHARE_DIR), "config": str(g.CONFIG_DIR), "launch": str(g.LAUNCH_DIR),
     "specs": [{"graph": graph, "name": s.name, "executable": s.executable, "present": importlib.util.find_spec(s.module) is not None,
                "files": [a for a in s.ros_args() if a.endswith(".yaml")]}
-              for graph in g.GRAPHS for s in g.build(graph, {})],
+              for graph in g.GRAPHS for s in g.build(graph, json.loads(sys.argv[1])[graph])],
 }))
 """
 
@@ -212,8 +217,9 @@ def test_colcon_install_resolves_every_file_the_graph_names(colcon_install, tmp_
     import json
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
-    run = subprocess.run(["sh", "-c", f'. "{colcon_install}/setup.sh" && exec "{sys.executable}" -c "$0"',
-                          INSTALLED_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(["sh", "-c", f'. "{colcon_install}/setup.sh" && exec "{sys.executable}" -c "$0" "$1"',
+                          INSTALLED_CHECK, json.dumps(MINIMAL)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout)
     share = colcon_install / "graspvla_ros" / "share" / "graspvla_ros"

@@ -31,7 +31,7 @@ LAYERS = {
     "control": LIBRARIES, "calibration": LIBRARIES, "bag": LIBRARIES, "sim": LIBRARIES, "policy": LIBRARIES,
     "nodes": NODES,
     "commands": APPLICATIONS, "cli": APPLICATIONS, "graph": APPLICATIONS, "bringup": APPLICATIONS,
-    "demo": APPLICATIONS, "sim_settings": APPLICATIONS,
+    "demo": APPLICATIONS, "sim_settings": APPLICATIONS, "paramdocs": APPLICATIONS, "graph_checks": APPLICATIONS,
 }
 # The order inside layer 1: calibration sits below sim (the simulated cameras are calibration's
 # nominal viewpoints), sim and bag below policy (the expert backend grasps from the sim's ground
@@ -109,6 +109,9 @@ def _top_level_names(path: Path) -> set[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if any(isinstance(t, ast.Name) and t.id == "_MODULES" for t in targets) and isinstance(node.value, ast.Dict):
+                # a package that loads its names on first use (module __getattr__): {name: module}
+                names |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, (ast.If, ast.Try, ast.With)):

@@ -48,7 +48,7 @@ def _views(loop: PolicyLoop, front_ns: int, side_ns: int | None = None) -> None:
 
 
 def _loop(truth=lambda: CUBE, published=None, **settings) -> PolicyLoop:
-    return PolicyLoop(ExpertBackend(truth), PolicySettings(**settings), clock=lambda: T0,
+    return PolicyLoop(ExpertBackend(truth), PolicySettings(**{"backend": "expert", **settings}), clock=lambda: T0,
                       publish=None if published is None else published.append)
 
 
@@ -206,7 +206,7 @@ def test_settings_refuse_bad_values_with_the_reason():
 
 def test_the_worker_cycles_once_per_new_view_pair_and_stops():
     cycles, skips = [], []
-    loop = PolicyLoop(ExpertBackend(lambda: CUBE), PolicySettings(max_image_age=30.0, rate_hz=50.0),
+    loop = PolicyLoop(ExpertBackend(lambda: CUBE), PolicySettings(backend="expert", max_image_age=30.0, rate_hz=50.0),
                       clock=time.monotonic_ns)
     worker = threading.Thread(target=loop.run, args=(cycles.append, skips.append), daemon=True)
     worker.start()

@@ -139,12 +139,13 @@ def test_no_checkpoint_given_is_an_error(tmp_path, capsys):
 def test_replay_graph_plays_the_recorded_inputs_into_the_policy_on_the_bag_clock_and_records():
     from graspvla_ros.graph import REPLAY_INPUTS, build
 
-    specs = {s.name: s for s in build("replay", {"bag": "/bags/ep1", "output_dir": "/tmp/out", "backend": "graspvla"})}
+    specs = {s.name: s for s in build("replay", {"bag": "/bags/ep1", "output_dir": "/tmp/out", "backend": "graspvla",
+                                                 "tiny": "true"})}
     assert set(specs) == {"player", "policy", "recorder"}
     assert specs["player"].params == {"bag": "/bags/ep1", "topics": REPLAY_INPUTS, "clock": 100.0,
                                      "wait_for_subscribers": 2}
     assert "/graspvla/action_chunk" not in REPLAY_INPUTS      # the live policy answers
-    assert specs["policy"].params == {"backend": "graspvla", "use_sim_time": True}
+    assert specs["policy"].params == {"backend": "graspvla", "tiny": True, "use_sim_time": True}
     assert specs["recorder"].params["output_dir"] == "/tmp/out" and specs["recorder"].params["use_sim_time"]
 
 
@@ -158,8 +159,9 @@ def test_replay_graph_answers_the_recorded_episode_and_its_bag_replays_the_same(
 
     from graspvla_ros.graph import build
 
-    specs = [dataclasses.replace(s, params={**s.params, "tiny": True, **SIM_POLICY}) if s.name == "policy" else s
-             for s in build("replay", {"bag": str(episode_bag), "output_dir": str(tmp_path), "backend": "graspvla"})]
+    specs = [dataclasses.replace(s, params={**s.params, **SIM_POLICY}) if s.name == "policy" else s
+             for s in build("replay", {"bag": str(episode_bag), "output_dir": str(tmp_path), "backend": "graspvla",
+                                       "tiny": "true"})]
     with Bringup(specs) as graph:
         wait_for(lambda: graph.failed(), 240, "the player to finish the bag")
         assert graph.failed() == [("player", 0)], graph.failed()

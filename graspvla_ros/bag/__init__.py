@@ -1,9 +1,18 @@
 """rosbag2 recording and playback without ROS: MCAP writer with episode metadata, a reader for
 this recorder's bags and `ros2 bag record` output (MCAP, sqlite3), and the playback timeline.
 
-Pure core: no rclpy. The nodes (`recorder_node`, `player_node`) are thin adapters over it.
+Pure core: no rclpy. The nodes (`recorder_node`, `player_node`) are thin adapters over it. The
+names below load their module on first use, so that `graspvla_ros.bag.settings` (which the
+launch file reads on the system Python) imports without rosbags.
 """
-from graspvla_ros.bag.reader import Bag, BagError, Message, open_bag
-from graspvla_ros.bag.writer import BagWriter, episode_metadata
+from importlib import import_module
 
-__all__ = ["Bag", "BagError", "BagWriter", "Message", "episode_metadata", "open_bag"]
+_MODULES = {"Bag": "reader", "BagError": "reader", "Message": "reader", "open_bag": "reader",
+            "BagWriter": "writer", "episode_metadata": "writer"}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from graspvla_ros.bag.reader import Bag, BagError, Message
-
-ANSWER_TOPIC = "/graspvla/action_chunk"
-OBSERVATION_TOPICS = ("/front/color/image_raw", "/side/color/image_raw")
+from graspvla_ros.bag.settings import ANSWER_TOPIC, OBSERVATION_TOPICS
 
 
 def parse_remaps(remaps: Iterable[str]) -> dict[str, str]:

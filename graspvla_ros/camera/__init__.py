@@ -1,4 +1,20 @@
 """RealSense cameras without ROS: `intrinsics` (no pyrealsense2), device sources (`source`), the
-driver thread (`driver`) and time mapping (`clock`). The package itself imports none of them, so
-calibration and the sim use `intrinsics` without loading pyrealsense2, which must load after
-rclpy in a ROS process (nodes/camera_node.py)."""
+driver thread (`driver`), time mapping (`clock`) and the cameras' settings (`settings`).
+
+The names below load their module on first use: calibration and the sim use `intrinsics`, and
+the launch file reads `settings` on the system Python, without loading pyrealsense2 (which must
+load after rclpy in a ROS process: nodes/camera_node.py).
+"""
+from importlib import import_module
+
+_MODULES = {"ClockMapper": "clock", "CameraDriver": "driver", "DriverStatus": "driver", "StampedFrames": "driver",
+            "CameraFrames": "source", "DeviceNotFound": "source", "Intrinsics": "intrinsics", "PlaybackFile": "source",
+            "RealSenseDevice": "source", "RealSenseStream": "source", "SoftwareCamera": "source",
+            "CameraSettings": "settings", "StreamSettings": "settings"}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

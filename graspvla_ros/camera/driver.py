@@ -2,10 +2,14 @@
 
 No frame for `stall_timeout` (a USB unplug, a firmware hang, the end of a recording) closes
 the device and reopens it with exponential backoff, inside the same process. The state and
-counters are exposed for diagnostics.
+counters are exposed for diagnostics. A camera that is not streaming yet (not plugged in, still
+starting) is said once, again every `report_period` s with the time waited and the last
+error, and "streaming" once its first frame arrives: a log that neither claims frames that
+never came nor repeats every retry.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +19,11 @@ from typing import Protocol
 import pyrealsense2 as rs
 
 from graspvla_ros.camera.clock import ClockMapper
-from graspvla_ros.camera.source import CameraFrames, RealSenseStream, StreamSettings
+from graspvla_ros.camera.settings import StreamSettings
+from graspvla_ros.camera.source import CameraFrames, RealSenseStream
+
+log = logging.getLogger(__name__)
+REPORT_PERIOD_S = 30.0  # while a camera does not stream, say so again this often
 
 
 class Source(Protocol):
@@ -53,13 +61,15 @@ class CameraDriver:
     """Runs `source` on a thread and calls `on_frames(StampedFrames)` for each capture.
 
     `ros_now_ns` is the ROS clock (the node's); stamps are mapped onto it by `ClockMapper`.
+    `report(line)` gets the waiting/streaming lines (default: this module's logger).
     """
 
     def __init__(self, source: Source, settings: StreamSettings,
                  on_frames: Callable[[StampedFrames], None],
                  ros_now_ns: Callable[[], int] = time.time_ns,
                  stall_timeout: float = 1.0, first_frame_timeout: float = 5.0,
-                 backoff_initial: float = 0.25, backoff_max: float = 5.0):
+                 backoff_initial: float = 0.25, backoff_max: float = 5.0,
+                 report: Callable[[str], None] = log.info, report_period: float = REPORT_PERIOD_S):
         self.source = source
         self.settings = settings
         self.on_frames = on_frames
@@ -78,6 +88,9 @@ class CameraDriver:
         self._last_number: int | None = None
         self._last_error = ""
         self._rate_window: list[float] = []
+        self.report, self.report_period = report, report_period
+        self._waiting_since: float | None = None  # not streaming since (monotonic); None while streaming
+        self._reported = 0.0                      # when the last "waiting" line went out
 
     def start(self) -> CameraDriver:
         self._thread = threading.Thread(target=self._run, name=f"camera:{self.source.description}", daemon=True)
@@ -105,9 +118,32 @@ class CameraDriver:
             if error:
                 self._last_error = message
 
+    def _waiting(self) -> None:
+        """Not streaming: say so the first time, then every `report_period` s with the time
+        waited and why."""
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = self._reported = now
+            if self.status().frames:
+                self.report(f"{self.source.description} stopped streaming ({self.status().message}); waiting for it")
+            else:
+                self.report(f"waiting for {self.source.description} "
+                            f"({self.settings.width}x{self.settings.height}@{self.settings.fps})")
+        elif now - self._reported >= self.report_period:
+            self._reported = now
+            self.report(f"still waiting for {self.source.description} after {now - self._waiting_since:.0f} s: "
+                        f"{self.status().message}")
+
+    def _streaming(self) -> None:
+        if self._waiting_since is not None:
+            self._waiting_since = None
+            self.report(f"streaming from {self.source.description}, "
+                        f"{self.settings.width}x{self.settings.height}@{self.settings.fps}")
+
     def _run(self) -> None:
         backoff = self.backoff_initial
         first = True
+        self._waiting()
         while not self._stop.is_set():
             if not first:
                 with self._lock:
@@ -117,6 +153,7 @@ class CameraDriver:
                 stream = RealSenseStream(self.source.open(), self.settings, self.source.description)
             except RuntimeError as e:  # DeviceNotFound, or librealsense refusing to open
                 self._set_state("connecting", f"{e}; retrying in {backoff:.2f} s", error=True)
+                self._waiting()
                 self._stop.wait(backoff)
                 backoff = min(2 * backoff, self.backoff_max)
                 continue
@@ -126,6 +163,7 @@ class CameraDriver:
             finally:
                 stream.close()
             if not self._stop.is_set():
+                self._waiting()
                 self._stop.wait(backoff)
                 backoff = min(2 * backoff, self.backoff_max)
 
@@ -145,6 +183,8 @@ class CameraDriver:
                 return got_any
             now = time.monotonic()
             if frames is None:
+                if not got_any:
+                    self._waiting()
                 if now - last > limit:
                     what = "no frames" if got_any else "no first frame"
                     self._set_state("stalled", f"{what} from {self.source.description} for "
@@ -160,6 +200,8 @@ class CameraDriver:
                 self._last_frame = now
                 self._rate_window = [t for t in self._rate_window if t > now - 2.0] + [now]
                 self._state, self._message = "streaming", f"streaming from {self.source.description}"
+            if not got_any:
+                self._streaming()
             got_any = True
             last = now
             self.on_frames(StampedFrames(frames, stamp))

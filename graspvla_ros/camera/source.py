@@ -20,19 +20,11 @@ import numpy as np
 import pyrealsense2 as rs
 
 from graspvla_ros.camera.intrinsics import PLUMB_BOB, Intrinsics
+from graspvla_ros.camera.settings import StreamSettings
 
 
 class DeviceNotFound(RuntimeError):
     """The requested camera is not connected (the message lists those that are)."""
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    width: int = 640
-    height: int = 480
-    fps: int = 30
-    enable_depth: bool = False
-    auto_exposure: bool = True
 
 
 @dataclass

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from graspvla_ros.checks import FAIL, OK, WARN, Check, guarded
+from graspvla_ros.graph import GRAPH_ARGUMENTS
 
 # The robot graph's arguments (graph.robot_graph), with the type its node parameter takes.
-ROBOT_ARGUMENTS = {"robot_ip": str, "front_serial": str, "side_serial": str, "backend": str, "checkpoint": str,
-                   "llm_dir": str, "rate_hz": float}
+ROBOT_ARGUMENTS = {a.name: a for a in GRAPH_ARGUMENTS.values() if "robot" in a.graphs}  # the robot graph's own
 CAMERAS = ("front", "side")
 NAME_WIDTH = 17  # the longest check name ("front calibration")
 
@@ -59,13 +59,7 @@ def parse_arguments(pairs: Iterable[str], flags: dict[str, str | None]) -> dict[
         if given.get(name, value) != value:
             raise ValueError(f"{name} given twice: {given[name]!r} and {value!r}")
         given[name] = value
-    typed = {}
-    for name, value in given.items():
-        try:
-            typed[name] = ROBOT_ARGUMENTS[name](value)
-        except ValueError:
-            raise ValueError(f"{name}:={value!r} is not a {ROBOT_ARGUMENTS[name].__name__}") from None
-    return typed
+    return {name: ROBOT_ARGUMENTS[name].value(value) for name, value in given.items()}
 
 
 def graph_settings(arguments: dict[str, Any], config_dir: Path):
@@ -75,10 +69,10 @@ def graph_settings(arguments: dict[str, Any], config_dir: Path):
     from graspvla_ros.policy.settings import PolicySettings
     from graspvla_ros.settings import build
 
-    controller = {**config_values(config_dir / "controller.yaml"),
-                  **{k: v for k, v in arguments.items() if k == "robot_ip"}}
-    policy = {**config_values(config_dir / "policy.yaml"),
-              **{k: v for k, v in arguments.items() if k in ("backend", "checkpoint", "llm_dir", "rate_hz")}}
+    def given(node: str) -> dict[str, Any]:
+        return {ROBOT_ARGUMENTS[k].param: v for k, v in arguments.items() if ROBOT_ARGUMENTS[k].node == node}
+    controller = {**config_values(config_dir / "controller.yaml"), **given("controller")}
+    policy = {**config_values(config_dir / "policy.yaml"), **given("policy")}
     return build(ControllerSettings, controller), build(PolicySettings, policy)
 
 

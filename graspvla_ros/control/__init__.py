@@ -11,13 +11,21 @@
 - `homing`: home as a job;
 - `recovery`: the controller's reaction to each robot fault and to contact;
 - `arm_controller`: the API and the worker loop that ties them together.
-"""
-from graspvla_ros.control.arm_controller import ArmController
-from graspvla_ros.control.franky_adapter import FrankaProtocolMismatch, RobotState, explain_connection_error
-from graspvla_ros.control.gripper import GripperSettings
-from graspvla_ros.control.settings import Compliance, ContactSettings, ControllerSettings, Timing
-from graspvla_ros.control.state import ControllerState
-from graspvla_ros.control.strategies import Strategy
 
-__all__ = ["ArmController", "Compliance", "ContactSettings", "ControllerSettings", "ControllerState",
-           "FrankaProtocolMismatch", "GripperSettings", "RobotState", "Strategy", "Timing", "explain_connection_error"]
+The names below load their module on first use, so that `graspvla_ros.control.settings` (which
+the launch file reads on the system Python) imports without franky.
+"""
+from importlib import import_module
+
+_MODULES = {"ArmController": "arm_controller", "FrankaProtocolMismatch": "franky_adapter",
+            "RobotState": "franky_adapter", "explain_connection_error": "franky_adapter",
+            "GripperSettings": "gripper", "Compliance": "settings", "ContactSettings": "settings",
+            "ControllerSettings": "settings", "Timing": "settings", "ControllerState": "state",
+            "Strategy": "strategies"}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -53,8 +53,9 @@ class Timing:
 class ControllerSettings:
     robot_ip: str = setting("172.16.0.2", "IP address of the Franka control box")
     connect_timeout: float = setting(
-        30.0, "s to keep retrying the connection at start-up (a robot or simulator still booting); a protocol "
-              "mismatch fails at once")
+        0.0, "s to keep retrying the connection at start-up (a robot booting, FCI not activated yet in Desk; said "
+             "once, then every 30 s with the time waited); 0 = until the robot answers; a protocol mismatch fails "
+             "at once")
     realtime: bool = setting(False, "`true` = `RealtimeConfig.Enforce` (needs a real-time kernel; use it on the "
                                     "robot), else `Ignore`")
     relative_dynamics_factor: float = setting(
@@ -92,3 +93,11 @@ class ControllerSettings:
             raise ValueError(f"relative_dynamics_factor must be in (0, 1], got {self.relative_dynamics_factor}")
         if self.max_reflexes < 1 or not self.reflex_window > 0:
             raise ValueError("max_reflexes must be ≥ 1 and reflex_window > 0")
+        if self.connect_timeout < 0:
+            raise ValueError(f"connect_timeout must be ≥ 0 s (0: until the robot answers), "
+                             f"got {self.connect_timeout}")
+
+    @property
+    def connect_wait(self) -> float:
+        """s the start-up connection retries for: `connect_timeout`, where 0 means for ever."""
+        return self.connect_timeout or math.inf

@@ -4,6 +4,15 @@
 ``model.predict(front, side, instruction, proprio, seed=... | noise=...)`` → `Prediction`.
 See docs/model.md.
 """
-from graspvla_ros.model.api import BACKENDS, GraspVLAModel, Prediction, load
+from importlib import import_module
 
-__all__ = ["BACKENDS", "GraspVLAModel", "Prediction", "load"]
+_MODULES = {"BACKENDS": "backends", "GraspVLAModel": "api", "Prediction": "api", "load": "api"}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    """The names above load their module on first use: `graspvla_ros.model.backends` (the
+    runtime names the policy's settings check) imports without torch or PIL."""
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from graspvla_ros.model.backends import BACKENDS
 from graspvla_ros.model.config import PREPROCESSOR_FILE, ModelConfig, Normalizer, load_config
 from graspvla_ros.model.generate import (Components, RobotCodec, generate, official_proprio_rows, quantize_gripper,
                                          split_actions)
 from graspvla_ros.model.tokenizer import PromptTokenizer, find_tokenizer
 from graspvla_ros.preprocess import letterbox_to_model
-
-BACKENDS = {
-    "torch": "graspvla_ros.model.backends.torch_backend",
-    "onnxruntime": "graspvla_ros.model.backends.onnxruntime_backend",
-    "tensorrt": "graspvla_ros.model.backends.tensorrt_backend",
-}
 
 
 @dataclass

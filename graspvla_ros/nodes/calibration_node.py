@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,42 +27,56 @@ from graspvla_ros.calibration import overlay, store
 from graspvla_ros.camera.intrinsics import Intrinsics
 from graspvla_ros.nodes.camera_node import image_msg, image_qos
 from graspvla_ros.nodes.common import run
-from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.nodes.params import declare
+from graspvla_ros.settings import build, flatten, params, setting
 from graspvla_ros.sim.robot_scene import RobotScene
 
 CONFIG = 'calibration.yaml'
-PARAMS = (
-    Param('cameras', ['front', 'side'],
-          'cameras to check: subscribes <name>/color/image_raw and <name>/color/camera_info'),
-    Param('rate_hz', 2.0,
-          'overlays per camera per second, by image stamps (frames in between are skipped)'),
-    Param('qos', 'sensor_data',
-          '`sensor_data` or `reliable`, as the cameras publish'),
-    Param('save_dir', '',
-          'where calibration/save writes <camera>.yaml and <camera>_overlay.png; empty = the package calibration/'),
-)
+
+
+@dataclass(frozen=True)
+class CalibrationNodeSettings:
+    """`rate_hz` applies from the next image, `save_dir` to the next `calibration/save`."""
+
+    cameras: tuple[str, ...] = setting(
+        ("front", "side"), "cameras to check: subscribes <name>/color/image_raw and <name>/color/camera_info")
+    rate_hz: float = setting(2.0, "overlays per camera per second, by image stamps (frames in between are skipped)",
+                             live=True)
+    qos: str = setting("sensor_data", "`sensor_data` or `reliable`, as the cameras publish")
+    save_dir: str = setting("", "where calibration/save writes <camera>.yaml and <camera>_overlay.png; empty = the "
+                                "package calibration/", live=True)
+
+    def __post_init__(self) -> None:
+        if not self.rate_hz > 0:
+            raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
+        image_qos(self.qos)
+
+
+PARAMS = params(CalibrationNodeSettings)
 
 
 class CalibrationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("calibration", **kwargs)
-        self.p = declare(self, PARAMS)
-        if self.p["rate_hz"] <= 0:
-            raise ValueError(f"rate_hz must be positive, got {self.p['rate_hz']}")
+        self.settings = build(CalibrationNodeSettings, declare(self, PARAMS, on_change=self._on_change))
         with RobotScene() as scene:  # rendered once: the expected view does not change
-            self.expected = {c: overlay.expected_silhouette(scene, c) for c in self.p["cameras"]}
+            self.expected = {c: overlay.expected_silhouette(scene, c) for c in self.settings.cameras}
         self._lock = threading.Lock()
         self._info: dict[str, CameraInfo] = {}
         self._last_stamp: dict[str, float] = {}
         self.latest: dict[str, tuple[dict, np.ndarray, Intrinsics]] = {}
-        qos = image_qos(self.p["qos"])
+        qos = image_qos(self.settings.qos)
         self._pubs = {}
-        for cam in self.p["cameras"]:
+        for cam in self.settings.cameras:
             self.create_subscription(CameraInfo, f"{cam}/color/camera_info", self._on_info(cam), qos)
             self.create_subscription(Image, f"{cam}/color/image_raw", self._on_image(cam), qos)
             self._pubs[cam] = (self.create_publisher(Image, f"calibration/{cam}/overlay", 2),
                                self.create_publisher(String, f"calibration/{cam}/score", 2))
         self.create_service(Trigger, "calibration/save", self._on_save)
+
+    def _on_change(self, changes: dict) -> None:
+        """A live parameter set (`ros2 param set`); a bad value raises ValueError, changing nothing."""
+        self.settings = build(CalibrationNodeSettings, {**flatten(self.settings), **changes})
 
     def _on_info(self, cam: str):
         def on_info(msg: CameraInfo) -> None:
@@ -72,7 +87,7 @@ class CalibrationNode(Node):
         def on_image(msg: Image) -> None:
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             info = self._info.get(cam)
-            if info is None or stamp - self._last_stamp.get(cam, -np.inf) < 1.0 / self.p["rate_hz"]:
+            if info is None or stamp - self._last_stamp.get(cam, -np.inf) < 1.0 / self.settings.rate_hz:
                 return
             self._last_stamp[cam] = stamp
             try:
@@ -94,7 +109,8 @@ class CalibrationNode(Node):
         return on_image
 
     def _on_save(self, _request, response):
-        directory = Path(self.p["save_dir"]) if self.p["save_dir"] else store.CALIBRATION_DIR
+        save_dir = self.settings.save_dir
+        directory = Path(save_dir) if save_dir else store.CALIBRATION_DIR
         with self._lock:
             latest = dict(self.latest)
         if not latest:

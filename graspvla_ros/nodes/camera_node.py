@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,44 +15,34 @@ from rclpy.node import Node  # before graspvla_ros.camera: rclpy must load befor
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from graspvla_ros.camera.driver import CameraDriver, DriverStatus, StampedFrames
-from graspvla_ros.camera.intrinsics import Intrinsics
-from graspvla_ros.camera.source import PlaybackFile, RealSenseDevice, SoftwareCamera, StreamSettings
+from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
+                                 SoftwareCamera, StampedFrames)
+from graspvla_ros.camera.settings import CameraSettings
 from graspvla_ros.nodes.common import run
-from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.nodes.params import declare
+from graspvla_ros.settings import build, inline, params, setting
 
 CONFIG = 'camera.yaml'
-PARAMS = (
-    Param('name', 'front',
-          'camera name, prefix of the topics (`front` or `side`)'),
-    Param('serial', '',
-          'serial number to open; empty = the only RealSense connected. A wrong serial fails with the list of serials present (and keeps retrying)'),
-    Param('source', 'device',
-          '`device` (USB RealSense), `software` (an `rs.software_device` playing a moving test pattern: no hardware needed), `playback` (a `.db3` recording)'),
-    Param('playback_path', '',
-          'the `.db3` file for `source: playback` (recorded with `rs.recorder`)'),
-    Param('playback_real_time', True,
-          'play the recording at its own pace (`false`: as fast as it is read)'),
-    Param('width', 640,
-          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
-    Param('height', 480,
-          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
-    Param('fps', 30,
-          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
-    Param('enable_depth', False,
-          'also stream z16 depth, aligned to colour'),
-    Param('auto_exposure', True,
-          'colour sensor auto exposure (when the device has the option)'),
-    Param('frame_id', '',
-          'header frame id; empty = `<name>_color_optical_frame`'),
-    Param('qos', 'sensor_data',
-          '`sensor_data` (best effort, depth 5) or `reliable` (depth 5) for the image/info publishers'),
-    Param('stall_timeout', 1.0,
-          'seconds without a frame before the device is closed and reopened (backoff 0.25 s doubling to 5 s; the first frame may take 5 s)'),
-    Param('diagnostics_period', 1.0,
-          'seconds between /diagnostics messages'),
-)
-SOURCES = ("device", "software", "playback")
+QOS_MEANING = "`sensor_data` (best effort, depth 5) or `reliable` (depth 5) for the image/info publishers"
+
+
+@dataclass(frozen=True)
+class CameraNodeSettings:
+    """The camera's own settings (`camera.settings`) and how this node publishes them."""
+
+    name: str = setting("front", "camera name, prefix of the topics (`front` or `side`)")
+    camera: CameraSettings = inline(CameraSettings)
+    frame_id: str = setting("", "header frame id; empty = `<name>_color_optical_frame`")
+    qos: str = setting("sensor_data", QOS_MEANING)
+    diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages")
+
+    def __post_init__(self) -> None:
+        image_qos(self.qos)
+        if not self.diagnostics_period > 0:
+            raise ValueError(f"diagnostics_period must be > 0 s, got {self.diagnostics_period}")
+
+
+PARAMS = params(CameraNodeSettings)
 DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
 
 
@@ -105,46 +96,42 @@ class CameraNode(Node):
 
     def __init__(self, source=None, **node_options) -> None:
         super().__init__("camera", **node_options)
-        p = declare(self, PARAMS)
-        self.camera = p["name"]
-        if p["source"] not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {p['source']!r}")
-        settings = StreamSettings(p["width"], p["height"], p["fps"], p["enable_depth"], p["auto_exposure"])
-        self.frame_id = p["frame_id"] or f"{self.camera}_color_optical_frame"
+        s = build(CameraNodeSettings, declare(self, PARAMS))
+        self.camera = s.name
+        stream = s.camera.stream
+        self.frame_id = s.frame_id or f"{self.camera}_color_optical_frame"
         self._pattern_stop = threading.Event()
         self._pattern: threading.Thread | None = None
         if source is None:
-            source = self._source_from_params(p, settings)
+            source = self._source(s.camera)
         self.hardware_id = getattr(source, "serial", "") or source.description
-        qos = image_qos(p["qos"])
+        qos = image_qos(s.qos)
         self.color_pub = self.create_publisher(Image, f"{self.camera}/color/image_raw", qos)
         self.info_pub = self.create_publisher(CameraInfo, f"{self.camera}/color/camera_info", qos)
         self.depth_pub = self.depth_info_pub = None
-        if settings.enable_depth:
+        if stream.enable_depth:
             self.depth_pub = self.create_publisher(Image, f"{self.camera}/aligned_depth_to_color/image_raw", qos)
             self.depth_info_pub = self.create_publisher(
                 CameraInfo, f"{self.camera}/aligned_depth_to_color/camera_info", qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._info: CameraInfo | None = None
-        self.driver = CameraDriver(source, settings, self._publish,
+        # the driver says when it waits for the camera and when frames come (never before)
+        self.driver = CameraDriver(source, stream, self._publish,
                                    ros_now_ns=lambda: self.get_clock().now().nanoseconds,
-                                   stall_timeout=p["stall_timeout"])
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+                                   stall_timeout=s.camera.stall_timeout,
+                                   report=lambda line: self.get_logger().info(f"camera '{self.camera}': {line}"))
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.driver.start()
-        self.get_logger().info(f"camera '{self.camera}' from {source.description}, "
-                               f"{settings.width}x{settings.height}@{settings.fps}")
 
-    def _source_from_params(self, p: dict, settings: StreamSettings):
-        if p["source"] == "playback":
-            if not p["playback_path"]:
-                raise ValueError("source 'playback' needs playback_path (a .db3 recorded with rs.recorder)")
-            return PlaybackFile(p["playback_path"], p["playback_real_time"])
-        if p["source"] == "software":
-            camera = SoftwareCamera(p["serial"] or "SW0001", settings)
+    def _source(self, s: CameraSettings):
+        if s.source == "playback":
+            return PlaybackFile(s.playback_path, s.playback_real_time)
+        if s.source == "software":
+            camera = SoftwareCamera(s.serial or "SW0001", s.stream)
             self._pattern = threading.Thread(target=camera.play_pattern, args=(self._pattern_stop,), daemon=True)
             self._pattern.start()
             return camera
-        return RealSenseDevice(p["serial"])
+        return RealSenseDevice(s.serial)
 
     def _publish(self, stamped: StampedFrames) -> None:
         frames = stamped.frames

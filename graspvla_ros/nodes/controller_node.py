@@ -77,7 +77,7 @@ class ControllerNode(Node):
                         use_global_arguments=False)
             side.create_service(Trigger, f"{self.get_fully_qualified_name()}/{name}", self._trigger(name, action))
             self.side_nodes.append(side)
-        self.robot.connect(timeout=settings.connect_timeout)
+        self.robot.connect(timeout=settings.connect_wait)
         self.get_logger().info(
             f"connected to {settings.robot_ip} ({settings.strategy}, dynamics {settings.relative_dynamics_factor}); "
             f"TCP = franky end effector + {settings.tcp_offset:.3f} m along its z")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -20,79 +21,71 @@ from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 
 from graspvla_ros.bag import BagError, open_bag
-from graspvla_ros.bag.playback import (ANSWER_TOPIC, OBSERVATION_TOPICS, Pacer, cycles, parse_remaps, select_topics,
-                                      timeline)
+from graspvla_ros.bag.playback import Pacer, cycles, parse_remaps, select_topics, timeline
+from graspvla_ros.bag.settings import PlaybackSettings
 from graspvla_ros.nodes.common import run
-from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.rosbag import message_class, publisher_qos
+from graspvla_ros.settings import build, inline, params, setting
 
 CONFIG = 'player.yaml'
-PARAMS = (
-    Param('bag', '',
-          'bag to play: a rosbag2 directory (MCAP or sqlite3) or one `.mcap`/`.db3` file'),
-    Param('rate', 1.0,
-          'playback speed factor (2.0: twice as fast)'),
-    Param('start', 0.0,
-          's into the bag to start from'),
-    Param('loop', False,
-          'start again at the end'),
-    Param('topics', ['*'],
-          'topics to play: names or shell patterns'),
-    Param('remap', '',
-          'space-separated `/from:=/to` topic renames'),
-    Param('clock', 0.0,
-          'Hz of `/clock` (bag time) while playing; 0: no clock'),
-    Param('lock_step.enabled', False,
-          'release one observation, then wait for the answer on `lock_step.answer_topic` (timing ignored)'),
-    Param('lock_step.observation_topics', list(OBSERVATION_TOPICS),
-          'the topics that make one observation'),
-    Param('lock_step.answer_topic', ANSWER_TOPIC,
-          "the policy's answer; its recorded messages are not played in lock-step"),
-    Param('lock_step.timeout', 30.0,
-          's to wait for an answer before giving up (exit code 1)'),
-    Param('wait_for_subscribers', 0,
-          'before playing, wait until every played topic has this many subscribers (up to `start_timeout`; `/clock` holds the bag start meanwhile)'),
-    Param('start_timeout', 30.0,
-          's to wait for `wait_for_subscribers`'),
-    Param('qos_depth', 100,
-          'keep-last depth of the publishers (reliable; latched where the recording was)'),
-)
+
+
+@dataclass(frozen=True)
+class PlayerNodeSettings:
+    """What is played (`bag.settings`) and how this node publishes it."""
+
+    playback: PlaybackSettings = inline(PlaybackSettings)
+    clock: float = setting(0.0, "Hz of `/clock` (bag time) while playing; 0: no clock")
+    wait_for_subscribers: int = setting(
+        0, "before playing, wait until every played topic has this many subscribers (up to `start_timeout`; "
+           "`/clock` holds the bag start meanwhile)")
+    start_timeout: float = setting(30.0, "s to wait for `wait_for_subscribers`")
+    qos_depth: int = setting(100, "keep-last depth of the publishers (reliable; latched where the recording was)")
+
+    def __post_init__(self) -> None:
+        if self.clock < 0 or self.wait_for_subscribers < 0 or self.qos_depth < 1:
+            raise ValueError(f"clock and wait_for_subscribers must be ≥ 0 and qos_depth ≥ 1, got {self.clock}, "
+                             f"{self.wait_for_subscribers}, {self.qos_depth}")
+
+
+PARAMS = params(PlayerNodeSettings)
 
 
 class PlayerNode(Node):
     def __init__(self) -> None:
         super().__init__("player")
-        self.p = declare(self, PARAMS)
+        self.s = build(PlayerNodeSettings, declare(self, PARAMS))
+        play = self.play = self.s.playback
+        lock_step = play.lock_step
         self.exit_code = 0
         self.published = 0
-        self.pacer = Pacer(tick=self._tick_clock, tick_period=1.0 / self.p["clock"] if self.p["clock"] > 0 else 0.0)
-        self.bag = open_bag(self.p["bag"])
-        if self.p["rate"] <= 0:
-            raise ValueError(f"rate must be > 0, got {self.p['rate']}")
-        if not 0.0 <= self.p["start"] <= self.bag.duration_s:
-            raise ValueError(f"start {self.p['start']} s is outside the bag (0 … {self.bag.duration_s:.3f} s)")
-        remaps = parse_remaps(self.p["remap"].split())
-        answer = self.p["lock_step.answer_topic"]
-        self.topics = select_topics(self.bag, self.p["topics"], exclude=[answer] if self.p["lock_step.enabled"] else [])
+        self.pacer = Pacer(tick=self._tick_clock, tick_period=1.0 / self.s.clock if self.s.clock > 0 else 0.0)
+        self.bag = open_bag(play.bag)
+        if not 0.0 <= play.start <= self.bag.duration_s:
+            raise ValueError(f"start {play.start} s is outside the bag (0 … {self.bag.duration_s:.3f} s)")
+        remaps = parse_remaps(play.remap.split())
+        answer = lock_step.answer_topic
+        self.topics = select_topics(self.bag, play.topics, exclude=[answer] if lock_step.enabled else [])
         self.bag.check(self.topics, known_type=lambda t: message_class(t) is not None)
-        self.cycles = cycles(self.bag, self.topics, self.p["lock_step.observation_topics"], answer) \
-            if self.p["lock_step.enabled"] else []
-        if self.p["lock_step.enabled"] and not self.cycles:
-            raise BagError(f"{self.bag.path}: no complete observation ({', '.join(self.p['lock_step.observation_topics'])}) for lock-step")
+        self.cycles = cycles(self.bag, self.topics, lock_step.observation_topics, answer) if lock_step.enabled else []
+        if lock_step.enabled and not self.cycles:
+            raise BagError(f"{self.bag.path}: no complete observation ({', '.join(lock_step.observation_topics)}) "
+                           "for lock-step")
         unplayed = [src for src in remaps if src not in self.topics]
         if unplayed:
             self.get_logger().warning(f"remapped but not played: {', '.join(unplayed)}")
         self.pubs = {t: self.create_publisher(message_class(self.bag.topics[t].msgtype), remaps.get(t, t),
-                                              publisher_qos(self.bag.topics[t].qos, self.p["qos_depth"]))
+                                              publisher_qos(self.bag.topics[t].qos, self.s.qos_depth))
                      for t in self.topics}
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.p["clock"] > 0 else None
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.s.clock > 0 else None
         self._answers = 0
         self._answer_event = threading.Condition()
-        if self.p["lock_step.enabled"]:
+        if lock_step.enabled:
             cls = message_class(self.bag.topics[answer].msgtype) if answer in self.bag.topics else \
                 message_class("trajectory_msgs/msg/MultiDOFJointTrajectory")
             self.create_subscription(cls, answer, self._on_answer, QoSProfile(depth=10), raw=True)
-        self._bag_time = self.bag.start_ns + int(self.p["start"] * 1e9)
+        self._bag_time = self.bag.start_ns + int(play.start * 1e9)
         state = "unfinished (recorder killed), played up to its last complete chunk" if not self.bag.complete else ""
         self.get_logger().info(f"playing {self.bag.path} ({self.bag.duration_s:.1f} s, {len(self.topics)} topics"
                                f"{', lock-step, %d cycles' % len(self.cycles) if self.cycles else ''}) {state}")
@@ -111,18 +104,18 @@ class PlayerNode(Node):
         """/clock: the bag time now (in lock-step: of the last message released)."""
         if self.clock_pub is None:
             return
-        first = self.bag.start_ns + int(self.p["start"] * 1e9)
-        elapsed = int(now_s * self.p["rate"] * 1e9)
-        if self.p["loop"]:
+        first = self.bag.start_ns + int(self.play.start * 1e9)
+        elapsed = int(now_s * self.play.rate * 1e9)
+        if self.play.loop:
             elapsed %= max(1, self.bag.end_ns - first)
-        t = self._bag_time if self.p["lock_step.enabled"] else first + elapsed
+        t = self._bag_time if self.play.lock_step.enabled else first + elapsed
         msg = Clock()
         msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
         self.clock_pub.publish(msg)
 
     def _wait_for_subscribers(self) -> None:
-        need = self.p["wait_for_subscribers"]
-        deadline = time.monotonic() + self.p["start_timeout"]
+        need = self.s.wait_for_subscribers
+        deadline = time.monotonic() + self.s.start_timeout
         while need > 0 and self._ok() and any(p.get_subscription_count() < need for p in self.pubs.values()):
             if time.monotonic() > deadline:
                 short = [t for t, p in self.pubs.items() if p.get_subscription_count() < need]
@@ -139,11 +132,11 @@ class PlayerNode(Node):
     def _play(self) -> None:
         try:
             self._wait_for_subscribers()
-            if self.p["lock_step.enabled"]:
+            if self.play.lock_step.enabled:
                 self._play_lock_step()
             else:
                 self.pacer.begin()
-                for due, msg in timeline(self.bag, self.topics, self.p["rate"], self.p["start"], self.p["loop"]):
+                for due, msg in timeline(self.bag, self.topics, self.play.rate, self.play.start, self.play.loop):
                     if not self.pacer.wait(due, stop=lambda: not self._ok()):
                         return
                     self._publish(msg)
@@ -184,9 +177,9 @@ class PlayerNode(Node):
         self._tick_clock(0.0)
         with self._answer_event:
             if not self._answer_event.wait_for(lambda: self._answers > mark or not self._ok(),
-                                               timeout=self.p["lock_step.timeout"]):
-                raise TimeoutError(f"no answer on {self.p['lock_step.answer_topic']} within "
-                                   f"{self.p['lock_step.timeout']} s for cycle {cycle.index}")
+                                               timeout=self.play.lock_step.timeout):
+                raise TimeoutError(f"no answer on {self.play.lock_step.answer_topic} within "
+                                   f"{self.play.lock_step.timeout} s for cycle {cycle.index}")
             return self._answers
 
 

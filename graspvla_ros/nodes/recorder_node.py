@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
@@ -28,51 +29,43 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from graspvla_ros.bag import BagWriter, episode_metadata
-from graspvla_ros.nodes.params import Param, declare
 from graspvla_ros.bag.playback import matches
+from graspvla_ros.bag.settings import INSTRUCTION_TOPIC, RecordingSettings
+from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.rosbag import message_class, subscription_qos, to_bag_qos
-
-INSTRUCTION_TOPIC = "/graspvla/instruction"
-DEFAULT_TOPICS = [
-    "/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw", "/side/color/camera_info",
-    "/graspvla/ee_pose", "/joint_states", "/graspvla/gripper_command", INSTRUCTION_TOPIC, "/graspvla/status",
-    "/graspvla/action_chunk", "/graspvla/debug/*", "/diagnostics",
-]
+from graspvla_ros.settings import build, inline, params, setting
 
 DRAIN_TIMEOUT = 10.0   # s: at most this long taking delivered messages after SIGINT/SIGTERM
 
 CONFIG = 'recorder.yaml'
-PARAMS = (
-    Param('output_dir', '~/graspvla_bags',
-          'directory the bags are written under, one sub-directory per bag'),
-    Param('bag_prefix', 'graspvla',
-          'bag name: `<prefix>_<UTC yyyymmdd-HHMMSS>` (+ `_ep<N>` per episode)'),
-    Param('mode', 'episode',
-          '`episode`: a new bag at each `/graspvla/instruction` (nothing before the first); `continuous`: one bag from start to stop'),
-    Param('topics', DEFAULT_TOPICS,
-          'topics to record; shell patterns (`/graspvla/debug/*`) are resolved by graph discovery'),
-    Param('qos_depth', 500,
-          'keep-last depth of each subscription: how far the recorder may fall behind without losing a message'),
-    Param('split.max_bytes', 0,
-          'bytes per `.mcap` file before the bag continues in a new one (0: no limit)'),
-    Param('split.max_seconds', 0.0,
-          's per `.mcap` file before the bag continues in a new one (0: no limit)'),
-    Param('flush_period', 1.0,
-          's: the open MCAP chunk is closed and flushed at least this often (at most this much is lost to a SIGKILL)'),
-    Param('policy_node', '/policy',
-          "node whose parameters are stored in each episode's metadata (`backend`, `checkpoint_hash`, …)"),
-    Param('discovery_period', 0.5,
-          's between graph scans for the topics to record'),
-)
+
+
+@dataclass(frozen=True)
+class RecorderNodeSettings:
+    """What is recorded (`bag.settings`) and how this node finds and takes it from the graph."""
+
+    recording: RecordingSettings = inline(RecordingSettings)
+    qos_depth: int = setting(
+        500, "keep-last depth of each subscription: how far the recorder may fall behind without losing a message")
+    policy_node: str = setting(
+        "/policy", "node whose parameters are stored in each episode's metadata (`backend`, `checkpoint_hash`, …)")
+    discovery_period: float = setting(0.5, "s between graph scans for the topics to record")
+
+    def __post_init__(self) -> None:
+        if self.qos_depth < 1 or not self.discovery_period > 0:
+            raise ValueError(f"qos_depth must be ≥ 1 and discovery_period > 0 s, got {self.qos_depth}, "
+                             f"{self.discovery_period}")
+
+
+PARAMS = params(RecorderNodeSettings)
 
 
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
-        self.p = declare(self, PARAMS)
-        if self.p["mode"] not in ("episode", "continuous"):
-            raise ValueError(f"mode must be 'episode' or 'continuous', got {self.p['mode']!r}")
-        self.output_dir = Path(self.p["output_dir"]).expanduser()
+        self.s = build(RecorderNodeSettings, declare(self, PARAMS))
+        self.recording = self.s.recording
+        self.output_dir = Path(self.recording.output_dir).expanduser()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.bags: list[Path] = []                 # every bag started, in order
         self.written: dict[str, int] = {}          # messages written per topic, all bags
@@ -81,18 +74,18 @@ class RecorderNode(Node):
         self._recorded: dict[str, object] = {}
         self._episode = 0                          # the bag being written (writer thread)
         self._instructions = 0                     # instructions received (executor thread)
-        policy = self.p["policy_node"].rstrip("/")
+        policy = self.s.policy_node.rstrip("/")
         self._list_params = self.create_client(ListParameters, f"{policy}/list_parameters")
         self._get_params = self.create_client(GetParameters, f"{policy}/get_parameters")
         self._writer = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
         self._writer.start()
-        if self.p["mode"] == "continuous":
+        if self.recording.mode == "continuous":
             self._queue.put(("open", self._now(), "", 1))
-        self.create_timer(self.p["discovery_period"], self._discover)
+        self.create_timer(self.s.discovery_period, self._discover)
         self.status_pub = self.create_publisher(String, "~/status", 10)
         self.create_timer(1.0, self._publish_status)
         self._discover()
-        self.get_logger().info(f"recording ({self.p['mode']}) under {self.output_dir}")
+        self.get_logger().info(f"recording ({self.recording.mode}) under {self.output_dir}")
 
     def _now(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -100,7 +93,7 @@ class RecorderNode(Node):
     # ------------------------------------------------------------------ executor thread
     def _discover(self) -> None:
         for name, types in self.get_topic_names_and_types():
-            if name in self._recorded or not matches(name, self.p["topics"]) or len(types) != 1:
+            if name in self._recorded or not matches(name, self.recording.topics) or len(types) != 1:
                 continue
             cls = message_class(types[0])
             if cls is None:
@@ -110,7 +103,7 @@ class RecorderNode(Node):
             offered = [info.qos_profile for info in self.get_publishers_info_by_topic(name)]
             if not offered:
                 continue
-            qos = subscription_qos(offered, self.p["qos_depth"])
+            qos = subscription_qos(offered, self.s.qos_depth)
             self._queue.put(("topic", name, types[0], [to_bag_qos(q) for q in offered]))
             callback = self._on_instruction if name == INSTRUCTION_TOPIC else self._callback(name)
             self._recorded[name] = self.create_subscription(cls, name, callback, qos, raw=True)
@@ -134,7 +127,7 @@ class RecorderNode(Node):
     def _on_instruction(self, data: bytes) -> None:
         self.received += 1
         t = self._now()
-        if self.p["mode"] == "episode":
+        if self.recording.mode == "episode":
             self._instructions += 1
             self._queue.put(("open", t, deserialize_message(data, String).data, self._instructions))
             self._fetch_policy_parameters(self._instructions)
@@ -163,7 +156,7 @@ class RecorderNode(Node):
         latched: dict[str, tuple[int, bytes]] = {}
         while True:
             try:
-                item = self._queue.get(timeout=self.p["flush_period"])
+                item = self._queue.get(timeout=self.recording.flush_period)
             except queue.Empty:   # quiet topics: the open chunk still reaches the disk in time
                 if bag is not None:
                     bag.flush()
@@ -207,17 +200,18 @@ class RecorderNode(Node):
 
     def _open(self, t: int, instruction: str, episode: int, topics, latched) -> BagWriter:
         self._episode = episode
-        name = f"{self.p['bag_prefix']}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-        if self.p["mode"] == "episode":
+        name = f"{self.recording.bag_prefix}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        if self.recording.mode == "episode":
             name += f"_ep{self._episode}"
         path = self.output_dir / name
         for n in range(2, 1000):
             if not path.exists():
                 break
             path = self.output_dir / f"{name}-{n}"
+        split = self.recording.split
         bag = BagWriter(path, episode_metadata(instruction=instruction, episode=self._episode),
-                        split_bytes=int(self.p["split.max_bytes"]), split_seconds=float(self.p["split.max_seconds"]),
-                        chunk_seconds=float(self.p["flush_period"]))
+                        split_bytes=split.max_bytes, split_seconds=split.max_seconds,
+                        chunk_seconds=self.recording.flush_period)
         for topic, (msgtype, qos) in topics.items():
             bag.add_topic(topic, msgtype, qos)
         for topic, last in latched.items():   # each episode starts with the latched state it had

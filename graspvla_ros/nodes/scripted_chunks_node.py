@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -21,28 +22,35 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from graspvla_ros.chunk import Pose
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import run
-from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy.scripted import evaluate, speeds, square_path, stream
+from graspvla_ros.settings import build, params, setting
 
 CONFIG = 'scripted_chunks.yaml'
-PARAMS = (
-    Param('side', 0.08,
-          'm, edge of the square'),
-    Param('speed', 0.04,
-          'm/s along the edges'),
-    Param('gripper_hold', 1.5,
-          's closed, then as long open'),
-    Param('inference_latency', 0.0,
-          's between observation and publishing a chunk (simulated model time)'),
-    Param('start_timeout', 60.0,
-          's to wait for the controller'),
-)
+
+
+@dataclass(frozen=True)
+class ScriptedChunksSettings:
+    side: float = setting(0.08, "m, edge of the square")
+    speed: float = setting(0.04, "m/s along the edges")
+    gripper_hold: float = setting(1.5, "s closed, then as long open")
+    inference_latency: float = setting(0.0, "s between observation and publishing a chunk (simulated model time)")
+    start_timeout: float = setting(60.0, "s to wait for the controller")
+
+    def __post_init__(self) -> None:
+        if not (self.side > 0 and self.speed > 0):
+            raise ValueError(f"side and speed must be > 0, got {self.side} m, {self.speed} m/s")
+        if min(self.gripper_hold, self.inference_latency, self.start_timeout) < 0:
+            raise ValueError("gripper_hold, inference_latency and start_timeout must be ≥ 0 s")
+
+
+PARAMS = params(ScriptedChunksSettings)
 
 
 class ScriptedChunksNode(Node):
     def __init__(self) -> None:
         super().__init__("scripted_chunks")
-        self.p = declare(self, PARAMS)
+        self.s = build(ScriptedChunksSettings, declare(self, PARAMS))
         self._lock = threading.Lock()
         self._samples: list[tuple[float, Pose, str]] = []
         self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)
@@ -66,7 +74,7 @@ class ScriptedChunksNode(Node):
             return self._samples[-1]
 
     def _wait(self, ready, what: str) -> None:
-        deadline = time.monotonic() + self.p["start_timeout"]
+        deadline = time.monotonic() + self.s.start_timeout
         while not ready():
             if time.monotonic() > deadline or not rclpy.ok(context=self.context):
                 raise TimeoutError(f"gave up waiting for {what}")
@@ -80,12 +88,12 @@ class ScriptedChunksNode(Node):
             self._wait(lambda: self._controller_state == "IDLE", "the controller to be IDLE (homed)")
             time.sleep(0.5)
             _, start, frame = self._latest()
-            path = square_path(start, self.p["side"], self.p["speed"], gripper_hold=self.p["gripper_hold"])
-            self.get_logger().info(f"streaming a {self.p['side'] * 100:.0f} cm square at "
-                                   f"{self.p['speed'] * 100:.0f} cm/s, then gripper close/open ({path.duration:.1f} s)")
+            path = square_path(start, self.s.side, self.s.speed, gripper_hold=self.s.gripper_hold)
+            self.get_logger().info(f"streaming a {self.s.side * 100:.0f} cm square at "
+                                   f"{self.s.speed * 100:.0f} cm/s, then gripper close/open ({path.duration:.1f} s)")
             clock_ns = lambda: self.get_clock().now().nanoseconds  # noqa: E731
             t0, sent = stream(path, clock_ns, lambda: self._latest()[1], lambda c: self.pub.publish(chunk_msg.encode(c)),
-                              latency=self.p["inference_latency"], frame_id=frame)
+                              latency=self.s.inference_latency, frame_id=frame)
             self._wait_still()
             with self._lock:
                 times = np.array([s[0] for s in self._samples])

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
@@ -29,40 +30,41 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from graspvla_ros.camera.intrinsics import Intrinsics
-from graspvla_ros.nodes.camera_node import camera_info_msg, image_msg, image_qos
+from graspvla_ros.camera import Intrinsics
+from graspvla_ros.nodes.camera_node import QOS_MEANING, camera_info_msg, image_msg, image_qos
 from graspvla_ros.nodes.common import RCLError, periodic, run
-from graspvla_ros.nodes.params import Param, declare
+from graspvla_ros.nodes.params import declare
 from graspvla_ros.process import die_with_parent
+from graspvla_ros.settings import build, inline, params, setting
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
 from graspvla_ros.sim.scene import OBJECTS, object_spec
+from graspvla_ros.sim.settings import SimWorldSettings
 from graspvla_ros.sim.world import SimWorld
 
 CONFIG = 'sim_world.yaml'
-PARAMS = (
-    Param('host', '127.0.0.1',
-          "loopback address franky-sim binds (the controller's `robot_ip`)"),
-    Param('seed', 0,
-          'object layout seed'),
-    Param('realtime', 1.0,
-          'pace of the physics: each simulated second takes at least this many wall seconds (1.0 = real time; a starved CPU makes it slower, never faster)'),
-    Param('camera_rate_hz', 10.0,
-          'frames per second of SIM time of each camera, rendered in a process of its own (a 640×480 frame costs 30–90 ms of CPU with llvmpipe on the 2-core test machine, BENCHMARKS.md)'),
-    Param('clock_rate_hz', 250.0,
-          'rate of `/clock` (MuJoCo time; the physics steps 1 ms): the resolution of node-clock stamps in the sim graph; each node on sim time spends ~10% of a core per 500 Hz taking it (measured)'),
-    Param('width', 640,
-          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
-    Param('height', 480,
-          'colour stream profile (rgb8); GraspVLA expects 640×480 from a D435/D415'),
-    Param('qos', 'sensor_data',
-          '`sensor_data` (best effort, depth 5) or `reliable` (depth 5) for the image/info publishers'),
-    Param('ground_truth_rate_hz', 10.0,
-          'rate of `sim/object_poses` and `sim/grasp_success`'),
-    Param('target', '',
-          'initial target object name'),
-    Param('base_frame', 'base',
-          'the frame chunks must be in and poses are published in'),
-)
+
+
+@dataclass(frozen=True)
+class SimWorldNodeSettings:
+    """The world's own settings (`sim.settings`) and how this node publishes it."""
+
+    world: SimWorldSettings = inline(SimWorldSettings)
+    clock_rate_hz: float = setting(
+        250.0, "rate of `/clock` (MuJoCo time; the physics steps 1 ms): the resolution of node-clock stamps in the "
+               "sim graph; each node on sim time spends ~10% of a core per 500 Hz taking it (measured)")
+    qos: str = setting("sensor_data", QOS_MEANING)
+    ground_truth_rate_hz: float = setting(10.0, "rate of `sim/object_poses` and `sim/grasp_success`")
+    target: str = setting("", "initial target object name")
+    base_frame: str = setting("base", "the frame chunks must be in and poses are published in")
+
+    def __post_init__(self) -> None:
+        image_qos(self.qos)  # a bad value fails here, not in the camera process
+        if not self.clock_rate_hz > 0 or not self.ground_truth_rate_hz > 0:
+            raise ValueError(f"clock_rate_hz and ground_truth_rate_hz must be > 0, got {self.clock_rate_hz}, "
+                             f"{self.ground_truth_rate_hz}")
+
+
+PARAMS = params(SimWorldNodeSettings)
 CAMERA_NICE = 10  # the camera process's niceness: ~1/10 of the physics' CPU share when both want it
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -70,11 +72,10 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, relia
 class SimWorldNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("sim_world", **node_options)
-        p = declare(self, PARAMS)
-        self.base_frame = p["base_frame"]
+        s = build(SimWorldNodeSettings, declare(self, PARAMS))
+        self.base_frame = s.base_frame
         self._target = ""
-        self.world = SimWorld(p["seed"], p["host"], p["realtime"], p["width"], p["height"])
-        image_qos(p["qos"])  # a bad value fails here, not in the camera process
+        self.world = SimWorld.from_settings(s.world)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.names_pub = self.create_publisher(String, "sim/object_names", LATCHED)
         self.poses_pub = self.create_publisher(PoseArray, "sim/object_poses", 10)
@@ -86,24 +87,25 @@ class SimWorldNode(Node):
         self.create_service(Trigger, "sim/check_success", self._check_success)
         self.create_service(Trigger, "sim/reset_objects", self._reset_objects)
         self.world.start()
-        self._set_target(p["target"])
+        self._set_target(s.target)
         self.faults_pub.publish(String(data=json.dumps(self.world.server.faults())))
         self.names_pub.publish(String(data=json.dumps([o.name for o in OBJECTS])))
-        self.create_timer(1.0 / p["ground_truth_rate_hz"], self._publish_ground_truth)
+        self.create_timer(1.0 / s.ground_truth_rate_hz, self._publish_ground_truth)
         self._stop = threading.Event()
-        self._clock_thread = threading.Thread(target=periodic, args=(self, 1.0 / p["clock_rate_hz"],
+        self._clock_thread = threading.Thread(target=periodic, args=(self, 1.0 / s.clock_rate_hz,
                                               self._publish_clock, self._stop), name="sim-clock", daemon=True)
         self._clock_thread.start()
-        self.cameras = CameraProcess(self.world, p, f"{self.get_name()}_cameras", self.get_namespace())
-        self._snapshot_thread = threading.Thread(target=self.cameras.feed, args=(1.0 / p["camera_rate_hz"], self._stop),
+        self.cameras = CameraProcess(self.world, s.qos, f"{self.get_name()}_cameras", self.get_namespace())
+        self._snapshot_thread = threading.Thread(target=self.cameras.feed,
+                                                 args=(1.0 / s.world.camera_rate_hz, self._stop),
                                                  name="sim-camera-snapshots", daemon=True)
         self._snapshot_thread.start()
         if not self.get_parameter("use_sim_time").value:
             self.get_logger().warning("use_sim_time is false: the cameras and /clock carry sim time while this "
                                       "node's other stamps are wall time (the sim graph sets use_sim_time everywhere)")
-        self.get_logger().info(f"franky-sim on {p['host']}, seed {p['seed']}, cameras "
-                               f"{[c.name for c in self.world.scene.cameras]} at {p['camera_rate_hz']} Hz "
-                               f"(process {self.cameras.process.pid}), /clock at {p['clock_rate_hz']} Hz")
+        self.get_logger().info(f"franky-sim on {s.world.host}, seed {s.world.seed}, cameras "
+                               f"{[c.name for c in self.world.scene.cameras]} at {s.world.camera_rate_hz} Hz "
+                               f"(process {self.cameras.process.pid}), /clock at {s.clock_rate_hz} Hz")
 
     def _inject(self, fault: str) -> None:
         """Make the simulated robot fail as a real one does (sim.faults); the faults in force go
@@ -193,21 +195,21 @@ class CameraProcess:
     It runs at a lower CPU priority (`CAMERA_NICE`): on a busy machine the camera rate drops
     before the physics slows."""
 
-    def __init__(self, world: SimWorld, p: dict, node_name: str, namespace: str):
+    def __init__(self, world: SimWorld, qos: str, node_name: str, namespace: str):
         os.environ.setdefault("MUJOCO_GL", "egl")  # before the child imports mujoco
         self._tmp = tempfile.TemporaryDirectory(prefix="sim_world_")
         model = save_model(world.model, Path(self._tmp.name) / "world.mjb")
         cameras = []
+        width, height = world.width, world.height
         for cam in world.scene.cameras:
-            f = cam.focal_px(p["height"])
-            intr = Intrinsics(p["width"], p["height"], f, f, (p["width"] - 1) / 2, (p["height"] - 1) / 2,
-                              "plumb_bob", (0.0,) * 5)
+            f = cam.focal_px(height)
+            intr = Intrinsics(width, height, f, f, (width - 1) / 2, (height - 1) / 2, "plumb_bob", (0.0,) * 5)
             cameras.append((cam.name, intr))
         self.world = world
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs DDS threads
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(target=camera_process, name=node_name, daemon=True,
-                                   args=(child, str(model), cameras, p["qos"], node_name, namespace))
+                                   args=(child, str(model), cameras, qos, node_name, namespace))
         self.process.start()
         child.close()
 

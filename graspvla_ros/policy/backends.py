@@ -14,8 +14,7 @@ from graspvla_ros.chunk import GRIPPER_OPEN, Pose
 from graspvla_ros.deployment import HOME_POSITION, HOME_RPY
 from graspvla_ros.policy.backend import Backend, GraspVLABackend
 from graspvla_ros.policy.observation import Observation, proprio_row
-
-NAMES = ("graspvla", "expert")
+from graspvla_ros.policy.settings import BACKENDS
 
 
 def create(name: str, **options) -> Backend:
@@ -26,7 +25,7 @@ def create(name: str, **options) -> Backend:
         from graspvla_ros.policy.expert import ExpertBackend
 
         return ExpertBackend(**options)
-    raise ValueError(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
+    raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
 
 
 def model_options(runtime: str, device: str | None, dtype: str | None = None) -> dict:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graspvla_ros.model import BACKENDS as RUNTIMES
-from graspvla_ros.policy.backends import NAMES
+from graspvla_ros.model.backends import BACKENDS as RUNTIMES
 from graspvla_ros.settings import setting
+
+BACKENDS = ("graspvla", "expert")  # policy.backends.create makes each
 
 
 @dataclass(frozen=True)
 class PolicySettings:
     backend: str = setting(
-        'expert', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
+        'graspvla', '`graspvla` (the model) or `expert` (simulation only: scripted grasps from the sim ground truth)')
     runtime: str = setting('torch', 'graspvla backend: `torch`, `onnxruntime` or `tensorrt`')
     device: str = setting(
         'cpu', 'graspvla backend, torch runtime: `cpu` (fp32: the official numerics) or `cuda` (the fastest path '
@@ -57,7 +58,7 @@ class PolicySettings:
     def __post_init__(self) -> None:
         """A bad value fails here, at start or when set live, with its reason."""
         checks = (
-            (self.backend in NAMES, f"backend must be one of {', '.join(NAMES)}, got {self.backend!r}"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"),
             (self.device in ("cpu", "cuda"), f"device must be cpu or cuda, got {self.device!r}"),
             (self.expert_latency >= 0, f"expert_latency must be ≥ 0 s, got {self.expert_latency}"),

@@ -20,6 +20,7 @@ from graspvla_ros.sim.render import Snapshot
 from graspvla_ros.sim.scene import (CAMERAS, CameraSpec, TableScene, object_spec, random_layout, robot_geom_ids,
                                     yaw_quat)
 from graspvla_ros.sim.server import SimServer
+from graspvla_ros.sim.settings import SimWorldSettings
 
 LIFT_SUCCESS_M = 0.10
 HAND = "robot0_hand"
@@ -82,6 +83,10 @@ class SimWorld:
         self.width, self.height = width, height
         self.start_positions: dict[str, np.ndarray] = {}
         self.target: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: SimWorldSettings) -> SimWorld:
+        return cls(s.seed, s.host, s.realtime, s.width, s.height)
 
     @property
     def model(self) -> mujoco.MjModel:
