@@ -1,6 +1,7 @@
 """Session-wide guards shared by every test module."""
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -66,6 +67,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             f"{left} tests marked `{PYPI}` deselected: they need PyPI, out of reach in this namespace; "
             f"`make test` runs them first, outside it (`.venv/bin/python -m pytest -m {PYPI} "
             "tests/test_robot_install.py`)")
+
+
+# Each test module talks in a ROS domain of its own (1–96; 97 is test_policy_cli's empty one):
+# a node that outlives its module (a slow teardown on a loaded machine) cannot answer the next
+# module's tests. The module's graphs, nodes and CLI subprocesses inherit it from the environment.
+_domains = itertools.count()
+_BASE_DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain():
+    before = os.environ.get("ROS_DOMAIN_ID")
+    domain = (_BASE_DOMAIN + next(_domains)) % 96 + 1
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    yield domain
+    if before is None:
+        del os.environ["ROS_DOMAIN_ID"]
+    else:
+        os.environ["ROS_DOMAIN_ID"] = before
 
 
 _sim_hosts = iter(f"127.0.{(os.getpid() % 200) + 1}.{n}" for n in range(2, 255))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 
@@ -19,6 +20,7 @@ INSTRUCTION = "/graspvla/instruction"
 STATUS = "/graspvla/status"
 CONTROLLER = "/controller"
 DEFAULT_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 5.0  # s a command waits for its ROS node to leave the graph before it exits anyway
 
 
 class _Session:
@@ -37,14 +39,34 @@ class _Session:
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
-    def __enter__(self) -> _Session:
-        return self
+    @classmethod
+    def run(cls, command) -> int:
+        """`command(session)` → its exit code; the process exits with it even when the ROS
+        teardown hangs (then at once, with stdout flushed and a line on stderr)."""
+        session = cls()
+        try:
+            code = command(session)
+        finally:
+            closed = session.close()
+        if not closed:
+            print(f"graspvla: ROS did not shut down within {SHUTDOWN_TIMEOUT:g} s; exiting anyway", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
-    def __exit__(self, *exc) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+        """Stop spinning and leave the ROS graph; False when that did not end in `timeout` s
+        (a DDS participant can hang in its teardown on a loaded machine)."""
+        def close() -> None:
+            self.executor.shutdown(timeout_sec=timeout)
+            self.thread.join(timeout=timeout)
+            self.node.destroy_node()
+            self.rclpy.shutdown(context=self.context)
+        closer = threading.Thread(target=close, daemon=True)
+        closer.start()
+        closer.join(timeout)
+        return not closer.is_alive()
 
     def latched(self, msg_type, topic: str, depth: int = 20) -> list:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -91,21 +113,31 @@ def _say(session: _Session, text: str, timeout: float) -> int | None:
     pub = session.node.create_publisher(String, INSTRUCTION, 10)
     if not _wait(lambda: pub.get_subscription_count() > 0, timeout):
         return None
-    _wait(lambda: statuses, 1.0)  # the latched status first, so the answer is the next one
+    # The policy's latched status first (it publishes one at start), so it is not taken for the
+    # answer; the answer names the instruction or says it was refused.
+    _wait(lambda: statuses, timeout)
     seen = len(statuses)
+
+    def answer() -> dict | None:
+        for msg in statuses[seen:]:
+            status = json.loads(msg.data)
+            reason = status.get("reason", "")
+            if reason == f"instruction {text!r}" or reason.startswith("refused "):
+                return status
+        return None
     # The publisher can see the policy's subscription before that subscription has matched the
     # publisher (DDS discovery runs both ways): a message sent then is lost, so send it again
     # when no answer comes.
     for attempt in range(2):
         pub.publish(String(data=text))
-        if _wait(lambda: len(statuses) > seen, timeout / 2):
+        if _wait(lambda: answer() is not None, timeout / 2):
             break
     else:
         print(f"sent {text!r}; the policy did not answer on {STATUS} within {timeout:g} s")
         return 1
-    status = json.loads(statuses[seen].data)
+    status = answer()
     print(json.dumps(status))
-    return 1 if status.get("reason", "").startswith("refused") else 0
+    return 1 if status["reason"].startswith("refused") else 0
 
 
 def _no_policy(timeout: float) -> int:
@@ -115,50 +147,61 @@ def _no_policy(timeout: float) -> int:
 
 
 def _cmd_say(args) -> int:
-    with _Session() as s:
+    def say(s: _Session) -> int:
         code = _say(s, args.text, args.timeout)
         return _no_policy(args.timeout) if code is None else code
+    return _Session.run(say)
 
 
 def _cmd_stop(args) -> int:
     """"stop" through the policy (ends its episode and holds); without a policy, hold directly."""
-    with _Session() as s:
+    def stop(s: _Session) -> int:
         code = _say(s, "stop", args.timeout)
         return s.trigger(f"{CONTROLLER}/hold", args.timeout, args.timeout) if code is None else code
+    return _Session.run(stop)
 
 
 def _cmd_home(args) -> int:
-    with _Session() as s:
+    def home(s: _Session) -> int:
         code = _say(s, "home", args.timeout)
         return s.trigger(f"{CONTROLLER}/home", args.timeout, 60.0) if code is None else code
+    return _Session.run(home)
 
 
 def _cmd_calibration_pose(args) -> int:
     """Like home, to the camera calibration joint configuration (calibration/README.md)."""
-    with _Session() as s:
+    def calibration_pose(s: _Session) -> int:
         code = _say(s, "stop", args.timeout)
         return s.trigger(f"{CONTROLLER}/calibration_pose", args.timeout, 60.0) if code in (None, 0) else code
+    return _Session.run(calibration_pose)
 
 
 def _trigger(name: str):
     def run(args) -> int:
-        with _Session() as s:
-            return s.trigger(f"{CONTROLLER}/{name}", args.timeout, args.timeout)
+        return _Session.run(lambda s: s.trigger(f"{CONTROLLER}/{name}", args.timeout, args.timeout))
     return run
 
 
 def _cmd_status(args) -> int:
     from std_msgs.msg import String
 
-    with _Session() as s:
+    def status(s: _Session) -> int:
         status, state = s.latched(String, STATUS), s.latched(String, f"{CONTROLLER}/state")
         _wait(lambda: status and state, args.timeout)
         if not status and not state:
             print(f"no stack is running: nothing on {STATUS} or {CONTROLLER}/state within {args.timeout:g} s")
             return 1
-        print(f"policy: {status[-1].data if status else 'not running'}")
-        print(f"controller: {state[-1].data if state else 'not running'}")
+
+        def line(got: list, topic: str) -> str:
+            if got:
+                return got[-1].data
+            if s.node.count_publishers(topic):
+                return f"running, but its {topic} did not arrive within {args.timeout:g} s"
+            return "not running"
+        print(f"policy: {line(status, STATUS)}")
+        print(f"controller: {line(state, f'{CONTROLLER}/state')}")
         return 0
+    return _Session.run(status)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
