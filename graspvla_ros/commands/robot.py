@@ -15,12 +15,13 @@ import os
 import sys
 import threading
 import time
+import traceback
+from typing import NoReturn
 
 INSTRUCTION = "/graspvla/instruction"
 STATUS = "/graspvla/status"
 CONTROLLER = "/controller"
 DEFAULT_TIMEOUT = 5.0
-SHUTDOWN_TIMEOUT = 5.0  # s a command waits for its ROS node to leave the graph before it exits anyway
 
 
 class _Session:
@@ -30,7 +31,6 @@ class _Session:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f"graspvla_cli_{os.getpid()}", context=self.context)
@@ -40,33 +40,23 @@ class _Session:
         self.thread.start()
 
     @classmethod
-    def run(cls, command) -> int:
-        """`command(session)` → its exit code; the process exits with it even when the ROS
-        teardown hangs (then at once, with stdout flushed and a line on stderr)."""
-        session = cls()
+    def run(cls, command) -> NoReturn:
+        """`command(session)` → its exit code, with which the process then exits at once: a
+        command leaves the ROS graph by exiting, without tearing its participant down. Fast
+        DDS 3.2's TCP transport (LARGE_DATA) can deadlock in that teardown, in
+        TCPChannelResourceBasic::disconnect against a channel's blocked reader, while rclpy holds
+        the GIL, so no timeout in Python could end it (seen on a loaded machine); the stack's
+        nodes drop the participant when its lease ends."""
         try:
-            code = command(session)
-        finally:
-            closed = session.close()
-        if not closed:
-            print(f"graspvla: ROS did not shut down within {SHUTDOWN_TIMEOUT:g} s; exiting anyway", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
-
-    def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
-        """Stop spinning and leave the ROS graph; False when that did not end in `timeout` s
-        (a DDS participant can hang in its teardown on a loaded machine)."""
-        def close() -> None:
-            self.executor.shutdown(timeout_sec=timeout)
-            self.thread.join(timeout=timeout)
-            self.node.destroy_node()
-            self.rclpy.shutdown(context=self.context)
-        closer = threading.Thread(target=close, daemon=True)
-        closer.start()
-        closer.join(timeout)
-        return not closer.is_alive()
+            code = command(cls())
+        except KeyboardInterrupt:
+            code = 130
+        except Exception:  # said like any crash, then the same exit
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     def latched(self, msg_type, topic: str, depth: int = 20) -> list:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -197,7 +187,7 @@ def _cmd_status(args) -> int:
                 return got[-1].data
             if s.node.count_publishers(topic):
                 return f"running, but its {topic} did not arrive within {args.timeout:g} s"
-            return "not running"
+            return f"not seen within {args.timeout:g} s (not running, or not yet discovered: a longer --timeout)"
         print(f"policy: {line(status, STATUS)}")
         print(f"controller: {line(state, f'{CONTROLLER}/state')}")
         return 0

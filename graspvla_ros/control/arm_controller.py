@@ -229,8 +229,8 @@ class ArmController:
         return job
 
     def home(self, timeout: float = 30.0, joints: Sequence[float] | None = None) -> None:
-        """Home (or go to `joints`) and wait for it; raises if it was interrupted or failed. Its
-        transitions have reached the state listeners when it returns."""
+        """Home (or go to `joints`) and wait for it (and for its transitions to reach the
+        listeners); raises if it was interrupted or failed."""
         job = self.request_home(joints)
         if not job.done.wait(timeout):
             raise TimeoutError(f"home did not finish in {timeout} s")
@@ -241,15 +241,13 @@ class ArmController:
     def move_to(self, pose: Pose, timeout: float = 10.0) -> None:
         """Blocking move of the TCP to an absolute base-frame pose (clamped into the workspace),
         for tests and set-up: like `hold`, it ends the chunk under way first (state HOLDING). A
-        set-up move goes where it is told: no contact reaction (the robot's reflexes still apply).
-        Like `home`, its transitions have reached the listeners when it returns."""
+        set-up move goes where it is told: no contact reaction (the robot's reflexes still apply)."""
         with self._lock:
             self._refuse_if_latched("move")
             epoch = self.machine.interrupt(ControllerState.HOLDING, "moving to a set pose")
             self.slot.clear()
         try:
-            self.gate.issue(epoch, self._arm.move_to, Pose(self.limits.clamp_position(pose.position), pose.rotation),
-                            False)
+            self.gate.issue(epoch, self._arm.move_to, Pose(self.limits.clamp_position(pose.position), pose.rotation), False)
             self.gate.wait_motion(epoch, timeout)
         except Interrupted:
             raise RuntimeError("move interrupted (e-stop, hold, home or a fault)") from None
