@@ -20,11 +20,12 @@ NS_PER_S = 1_000_000_000
 # --- the robot: controller_node publishes these (absolute: one robot per graph) ---
 JOINT_STATES = "/joint_states"                   # sensor_msgs/JointState: arm + finger joints, at state_rate_hz
 EE_POSE = "/graspvla/ee_pose"                    # geometry_msgs/PoseStamped: the measured TCP pose, at state_rate_hz
-COMMANDED_POSE = "/graspvla/commanded_pose"      # geometry_msgs/PoseStamped: each waypoint commanded (official_blocking)
+COMMANDED_POSE = "/graspvla/commanded_pose"      # geometry_msgs/PoseStamped: each waypoint commanded
 GRIPPER_COMMAND = "/graspvla/gripper_command"    # std_msgs/Float64, latched: the last gripper state commanded, ±1
 GRIPPER_WIDTH = "/graspvla/gripper_width"        # std_msgs/Float64: the measured finger width, m
 
-# --- the policy ---
+# --- the policy: policy_node, POLICY its name in the graphs ---
+POLICY = "/policy"
 ACTION_CHUNK = "/graspvla/action_chunk"          # trajectory_msgs/MultiDOFJointTrajectory: policy → controller
 INSTRUCTION = "/graspvla/instruction"            # std_msgs/String: a person's command ("pick up the red cube")
 STATUS = "/graspvla/status"                      # std_msgs/String, latched: the policy's episode status, JSON
@@ -80,6 +81,11 @@ def camera_info_topic(camera: str) -> str:
     return f"{camera}/color/camera_info"
 
 
+def camera_topics() -> tuple[str, ...]:
+    """The default graph's image and camera_info topics of each view: what the policy sees."""
+    return tuple(t for v in VIEWS for t in (image_topic(f"/{v}"), camera_info_topic(f"/{v}")))
+
+
 def depth_image_topic(camera: str) -> str:
     """sensor_msgs/Image, 16UC1 mm aligned to colour (camera_node with enable_depth)."""
     return f"{camera}/aligned_depth_to_color/image_raw"
@@ -92,6 +98,16 @@ def depth_info_topic(camera: str) -> str:
 def debug_bbox_topic(view: str) -> str:
     """sensor_msgs/Image: the view the model got, predicted bbox drawn (policy_node)."""
     return f"/graspvla/debug/{view}/bbox_image"
+
+
+def calibration_overlay_topic(camera: str) -> str:
+    """sensor_msgs/Image: calibration_node's expected arm drawn over the camera's view."""
+    return f"calibration/{camera}/overlay"
+
+
+def calibration_score_topic(camera: str) -> str:
+    """std_msgs/String: calibration_node's overlay score, JSON."""
+    return f"calibration/{camera}/score"
 
 
 def under(node: str, name: str) -> str:

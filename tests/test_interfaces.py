@@ -54,8 +54,9 @@ def _names() -> dict[str, str]:
 def test_every_topic_and_service_is_documented():
     """docs/interfaces.md is where each name is explained: a name added here is added there."""
     names = list(_names().values())
-    names += [f(camera) for camera in ("<name>",) for f in (interfaces.image_topic, interfaces.camera_info_topic,
-                                                            interfaces.depth_image_topic, interfaces.depth_info_topic)]
+    names += [f("<name>") for f in (interfaces.image_topic, interfaces.camera_info_topic, interfaces.depth_image_topic,
+                                    interfaces.depth_info_topic, interfaces.calibration_overlay_topic,
+                                    interfaces.calibration_score_topic)]
     names += [interfaces.debug_bbox_topic(view) for view in interfaces.VIEWS]
     missing = [n for n in names if f"`{n}`" not in DOC]
     assert not missing, f"not in docs/interfaces.md: {missing}"
