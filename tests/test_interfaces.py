@@ -66,3 +66,11 @@ def test_names_are_distinct():
     names = _names()
     assert len(set(names.values())) == len(names), names
     assert set(interfaces.CONTROLLER_SERVICES) <= set(names.values())
+
+
+def test_an_episode_bag_records_what_the_controller_commanded_and_its_state():
+    from graspvla_ros.bag.settings import DEFAULT_TOPICS
+    from graspvla_ros.graph import REPLAY_INPUTS
+
+    assert {"/graspvla/commanded_pose", "/graspvla/gripper_width", "/controller/state"} <= set(DEFAULT_TOPICS)
+    assert set(REPLAY_INPUTS) <= set(DEFAULT_TOPICS)  # a recorded episode can be replayed
