@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_section
+from graspvla_ros.interfaces import (ACTION_CHUNK, EE_POSE, JOINT_STATES, RECORDER_STATUS, VIEWS, camera_info_topic,
+                                     image_topic, under)
 
 FPS, STATE_HZ, CHUNK_HZ = 30, 200, 5
 NOTE = ("Lossless needs reliable publishers whose history covers the recorder's worst lag: one earlier 60 s run at "
@@ -78,13 +80,12 @@ def record(seconds: float, out: Path) -> dict:
     img = Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(640 * 480 * 3))
     chunk = MultiDOFJointTrajectory(joint_names=["ee", "gripper"])
     streams = {  # topic: (type, message, rate, publisher depth)
-        "/front/color/image_raw": (Image, img, FPS, 30), "/side/color/image_raw": (Image, img, FPS, 30),
-        "/front/color/camera_info": (CameraInfo, CameraInfo(width=640, height=480), FPS, 30),
-        "/side/color/camera_info": (CameraInfo, CameraInfo(width=640, height=480), FPS, 30),
-        "/graspvla/ee_pose": (PoseStamped, PoseStamped(), STATE_HZ, 200),
-        "/joint_states": (JointState, JointState(name=[f"fr3_joint{i}" for i in range(1, 10)], position=[0.0] * 9),
-                          STATE_HZ, 200),
-        "/graspvla/action_chunk": (MultiDOFJointTrajectory, chunk, CHUNK_HZ, 10),
+        **{image_topic(f"/{v}"): (Image, img, FPS, 30) for v in VIEWS},
+        **{camera_info_topic(f"/{v}"): (CameraInfo, CameraInfo(width=640, height=480), FPS, 30) for v in VIEWS},
+        EE_POSE: (PoseStamped, PoseStamped(), STATE_HZ, 200),
+        JOINT_STATES: (JointState, JointState(name=[f"fr3_joint{i}" for i in range(1, 10)], position=[0.0] * 9),
+                       STATE_HZ, 200),
+        ACTION_CHUNK: (MultiDOFJointTrajectory, chunk, CHUNK_HZ, 10),
     }
     pubs = {t: node.create_publisher(cls, t, QoSProfile(depth=depth)) for t, (cls, _, _, depth) in streams.items()}
     deadline = time.monotonic() + 60
@@ -96,7 +97,8 @@ def record(seconds: float, out: Path) -> dict:
     sent = dict.fromkeys(streams, 0)
     stamps: dict[str, list[int]] = {t: [] for t in streams}
     status: list[dict] = [{}]
-    node.create_subscription(String, "/recorder/status", lambda m: status.__setitem__(0, json.loads(m.data)), 10)
+    node.create_subscription(String, under("/recorder", RECORDER_STATUS),
+                             lambda m: status.__setitem__(0, json.loads(m.data)), 10)
     stop = threading.Event()
 
     def stream(topic):
@@ -143,7 +145,7 @@ def record(seconds: float, out: Path) -> dict:
     size = sum(f.stat().st_size for f in bag_dir.iterdir())
     written = {t: bag.topics[t].count if t in bag.topics else 0 for t in streams}
     kept = {(m.topic, header_stamp_ns(m.data)) for m in bag.messages(list(streams))}
-    lost_at = sorted((ns - stamps["/graspvla/ee_pose"][0]) / 1e9 for t in streams for ns in stamps[t] if (t, ns) not in kept)
+    lost_at = sorted((ns - stamps[EE_POSE][0]) / 1e9 for t in streams for ns in stamps[t] if (t, ns) not in kept)
     return {"sent": sent, "written": written, "cpu_share": cpu / publishing, "mb_s": size / 1e6 / seconds,
             "size_gb": size / 1e9, "peak_rss_mb": peak_rss, "lost_at": lost_at, "drain": drain, "rc": proc.returncode, "bag": bag_dir, "log": log, "seconds": seconds}
 
@@ -188,7 +190,7 @@ def play(bag_dir: Path, log_dir: Path) -> dict:
 
     lateness = re.search(r"lateness p50 ([\d.]+) ms, p99 ([\d.]+) ms", log)
     return {"played": bag.message_count, "received": len(arrivals), "all": timing_error(set(bag.topics)),
-            "state": timing_error({"/graspvla/ee_pose"}), "rc": proc.returncode, "log": log,
+            "state": timing_error({EE_POSE}), "rc": proc.returncode, "log": log,
             "release": (float(lateness.group(1)), float(lateness.group(2))) if lateness else (float("nan"),) * 2}
 
 

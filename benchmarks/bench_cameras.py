@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import cpu_model, write_section
+from graspvla_ros.interfaces import VIEWS, image_topic, stamp_ns
 
 FPS = 30
 REF_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "graspvla"
@@ -80,16 +81,15 @@ def transport(seconds: float) -> dict:
 
     rclpy.init()
     node = Node("bench_camera_listener")
-    latencies = {"front": [], "side": []}
+    latencies = {v: [] for v in VIEWS}
 
     def receive(name):
         def on_image(msg):
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            latencies[name].append(time.time() - stamp)
+            latencies[name].append(time.time() - stamp_ns(msg.header.stamp.sec, msg.header.stamp.nanosec) / 1e9)
         return on_image
 
     for name in latencies:
-        node.create_subscription(Image, f"{name}/color/image_raw", receive(name), image_qos("sensor_data"))
+        node.create_subscription(Image, image_topic(name), receive(name), image_qos("sensor_data"))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)

@@ -29,8 +29,10 @@ import numpy as np
 
 from benchmarks.report import write_section
 from graspvla_ros.bringup import Bringup
-from graspvla_ros.demo import DEMO_CAMERA_RATE_HZ, DEMO_SEED, DemoClient, episode_objects, wait_for
+from graspvla_ros.demo import DEMO_CAMERA_RATE_HZ, DEMO_SEED, HOME_SERVICE, DemoClient, episode_objects, wait_for
 from graspvla_ros.graph import configure, sim_graph
+from graspvla_ros.interfaces import (CLOCK, DEBUG_TIMINGS, DIAGNOSTICS, SIM_CHECK_SUCCESS, SIM_RESET_OBJECTS,
+                                     SIM_SET_TARGET, VIEWS, image_topic)
 
 STRATEGIES = ("streaming", "official_blocking")
 
@@ -50,10 +52,10 @@ def _listen(client: DemoClient) -> tuple[list, list]:
 
     timings, diagnostics = [], []
     client.sim_ns = 0
-    client.node.create_subscription(Clock, "/clock", lambda m: setattr(client, "sim_ns", stamp_to_ns(m.clock)), 10)
-    client.node.create_subscription(String, "/graspvla/debug/timings", lambda m: timings.append(json.loads(m.data)), 50)
+    client.node.create_subscription(Clock, CLOCK, lambda m: setattr(client, "sim_ns", stamp_to_ns(m.clock)), 10)
+    client.node.create_subscription(String, DEBUG_TIMINGS, lambda m: timings.append(json.loads(m.data)), 50)
     client.node.create_subscription(
-        DiagnosticArray, "/diagnostics",
+        DiagnosticArray, DIAGNOSTICS,
         lambda m: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in m.status if s.name == "graspvla/policy"),
         10)
     return timings, diagnostics
@@ -68,13 +70,13 @@ def run(strategy: str, episodes: int, timeout: float, latency: float) -> dict:
         try:
             every = episode_objects(8, seed=1)  # all eight objects, in a seeded order, repeated
             for i, name in enumerate(every[k % len(every)] for k in range(episodes)):
-                client.call("/controller/home", 120)
-                reset, detail = client.call("sim/reset_objects")
+                client.call(HOME_SERVICE, 120)
+                reset, detail = client.call(SIM_RESET_OBJECTS)
                 if not reset:
                     raise RuntimeError(detail)
                 time.sleep(2.5 / DEMO_CAMERA_RATE_HZ)
                 wait_for(lambda: client.target_pub.get_subscription_count() > 0, 60,
-                         "sim_world's sim/set_target subscription", graph)
+                         f"sim_world's {SIM_SET_TARGET} subscription", graph)
                 client.target_pub.publish(client.String(data=name))
                 first = len(client.status)
                 start, sim_start = time.monotonic(), client.sim_ns
@@ -82,7 +84,7 @@ def run(strategy: str, episodes: int, timeout: float, latency: float) -> dict:
                 ended = wait_for(lambda: next((s for s in client.status[first:] if s["target"] == name
                                                and s["phase"] != "running"), None), timeout + 60, "the episode", graph)
                 took, sim_took = time.monotonic() - start, (client.sim_ns - sim_start) / 1e9
-                success, detail = client.call("sim/check_success")
+                success, detail = client.call(SIM_CHECK_SUCCESS)
                 results.append((name, success, sim_took, took, ended["phase"]))
                 print(f"{strategy} (answers after {latency:g} s) {i + 1}/{episodes} {name}: {success} "
                       f"{sim_took:.1f} s sim, {took:.1f} s wall "
@@ -102,8 +104,7 @@ def _publish_views(client: DemoClient, sent: list, stop: threading.Event) -> Non
 
     from graspvla_ros.nodes.camera_node import image_msg
 
-    pubs = {v: client.node.create_publisher(Image, f"/bench/{v}/color/image_raw", qos_profile_sensor_data)
-            for v in ("front", "side")}
+    pubs = {v: client.node.create_publisher(Image, image_topic(f"/bench/{v}"), qos_profile_sensor_data) for v in VIEWS}
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     period, due = 1.0 / CAMERA_HZ, time.monotonic()
     while not stop.is_set():
@@ -118,7 +119,7 @@ def _publish_views(client: DemoClient, sent: list, stop: threading.Event) -> Non
 def camera_rates(seconds: float) -> dict:
     """One tiny-`graspvla` episode on 30 Hz views: policy_node's image callbacks during
     inference against the rate the views are published at."""
-    views = {f"{v}/color/image_raw": f"/bench/{v}/color/image_raw" for v in ("front", "side")}
+    views = {image_topic(v): image_topic(f"/bench/{v}") for v in VIEWS}
     specs = [replace(s, remaps={**s.remaps, **views}) if s.name == "policy" else s
              for s in _specs("streaming", backend="graspvla", tiny=True, episode_timeout=seconds + 60.0)]
     stop, sent = threading.Event(), []

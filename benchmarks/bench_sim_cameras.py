@@ -24,10 +24,11 @@ def thread_cameras(world, node, rate_hz: float, stop: threading.Event) -> thread
     """Before: both cameras rendered and published from a thread of the physics' process."""
     from sensor_msgs.msg import Image
 
+    from graspvla_ros.interfaces import image_topic
     from graspvla_ros.nodes.camera_node import image_msg, image_qos
     from graspvla_ros.nodes.common import periodic
 
-    pubs = {cam.name: node.create_publisher(Image, f"{cam.name}/color/image_raw", image_qos("sensor_data"))
+    pubs = {cam.name: node.create_publisher(Image, image_topic(cam.name), image_qos("sensor_data"))
             for cam in world.scene.cameras}
 
     def loop() -> None:

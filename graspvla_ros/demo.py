@@ -25,12 +25,15 @@ import numpy as np
 
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.graph import configure, recorder, sim_graph
+from graspvla_ros.interfaces import (CONTROLLER, HOME, INSTRUCTION, SIM_CHECK_SUCCESS, SIM_RESET_OBJECTS,
+                                     SIM_SET_TARGET, STATUS, VIEWS, debug_bbox_topic, image_topic, under)
 from graspvla_ros.sim.scene import OBJECTS
 
 DEMO_CAMERA_RATE_HZ = 2.0
 DEMO_SEED = 3
 EPISODES = 3
 SHEET_MOMENTS = 5
+HOME_SERVICE = under(CONTROLLER, HOME)
 
 
 class DemoClient:
@@ -51,17 +54,16 @@ class DemoClient:
                              reliability=ReliabilityPolicy.RELIABLE)
         self.lock = threading.Lock()
         self.status: list[dict] = []
-        self.views: dict[str, list] = {"front": [], "side": []}
-        self.node.create_subscription(String, "/graspvla/status", self._on_status, latched)
+        self.views: dict[str, list] = {v: [] for v in VIEWS}
+        self.node.create_subscription(String, STATUS, self._on_status, latched)
         self.camera_frames = 0
-        self.node.create_subscription(Image, "/front/color/image_raw", self._on_camera, qos_profile_sensor_data)
+        self.node.create_subscription(Image, image_topic(f"/{VIEWS[0]}"), self._on_camera, qos_profile_sensor_data)
         for view in self.views:
-            self.node.create_subscription(Image, f"/graspvla/debug/{view}/bbox_image",
-                                          lambda m, v=view: self._on_view(v, m), 5)
-        self.say_pub = self.node.create_publisher(String, "/graspvla/instruction", 10)
-        self.target_pub = self.node.create_publisher(String, "sim/set_target", latched)
+            self.node.create_subscription(Image, debug_bbox_topic(view), lambda m, v=view: self._on_view(v, m), 5)
+        self.say_pub = self.node.create_publisher(String, INSTRUCTION, 10)
+        self.target_pub = self.node.create_publisher(String, SIM_SET_TARGET, latched)
         self.clients = {name: self.node.create_client(Trigger, name) for name in
-                        ("/controller/home", "sim/reset_objects", "sim/check_success")}
+                        (HOME_SERVICE, SIM_RESET_OBJECTS, SIM_CHECK_SUCCESS)}
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -130,11 +132,11 @@ def contact_sheet(views: dict[str, list], path: Path) -> None:
     """Front over side, at up to SHEET_MOMENTS evenly spread moments of the episode."""
     import cv2
 
-    n = min(len(views["front"]), len(views["side"]))
+    n = min(len(views[v]) for v in VIEWS)
     if n == 0:
         return
     picks = sorted({round(i) for i in np.linspace(0, n - 1, min(SHEET_MOMENTS, n))})
-    rows = [np.hstack([views[v][i] for i in picks]) for v in ("front", "side")]
+    rows = [np.hstack([views[v][i] for i in picks]) for v in VIEWS]
     cv2.imwrite(str(path), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
 
 
@@ -172,13 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = DemoClient.connect(graph)
         try:
             for i, name in enumerate(episode_objects(args.episodes)):
-                client.call("/controller/home", 120)
-                ok, seed_msg = client.call("sim/reset_objects")
+                client.call(HOME_SERVICE, 120)
+                ok, seed_msg = client.call(SIM_RESET_OBJECTS)
                 # views of the new layout reach the policy first (one may have been rendered before)
                 frames = client.camera_frames
                 wait_for(lambda: client.camera_frames >= frames + 2, 60, "the cameras to show the new layout", graph)
                 wait_for(lambda: client.target_pub.get_subscription_count() > 0, 60,
-                         "sim_world's sim/set_target subscription", graph)
+                         f"sim_world's {SIM_SET_TARGET} subscription", graph)
                 client.target_pub.publish(client.String(data=name))
                 with client.lock:
                     for v in client.views.values():
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                and s["phase"] not in ("running",)), None),
                                  args.timeout + 60, f"episode {i + 1} to end", graph)
                 took = time.monotonic() - start
-                success, detail = client.call("sim/check_success")
+                success, detail = client.call(SIM_CHECK_SUCCESS)
                 grasped += success
                 cycles += ended["cycles"]
                 sheet = run_dir / f"episode{i + 1}_{name.replace(' ', '_')}.png"

@@ -21,6 +21,8 @@ from graspvla_ros.bag.settings import PlaybackSettings, RecordingSettings
 from graspvla_ros.camera.settings import CameraSettings
 from graspvla_ros.control.settings import ControllerSettings
 from graspvla_ros.graph_checks import GraphError, check
+from graspvla_ros.interfaces import (EE_POSE, GRIPPER_COMMAND, INSTRUCTION, SIM_INJECT_FAULT, SIM_SET_TARGET,
+                                     camera_topics)
 from graspvla_ros.policy.settings import PolicySettings
 from graspvla_ros.settings import Param, format_param, params
 from graspvla_ros.sim.settings import SimWorldSettings
@@ -154,15 +156,14 @@ SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15}
 
 # Topics a graph takes from outside (a person, the CLI, a test): no node of the graph publishes them.
 INPUTS = {
-    "/graspvla/instruction": "what to grasp (`graspvla say ...`)",
-    "/sim/set_target": "the object whose grasp sim_world scores",
-    "/sim/inject_fault": "a fault for the simulated robot (tests, benchmarks: sim.faults)",
+    INSTRUCTION: "what to grasp (`graspvla say ...`)",
+    f"/{SIM_SET_TARGET}": "the object whose grasp sim_world scores",
+    f"/{SIM_INJECT_FAULT}": "a fault for the simulated robot (tests, benchmarks: sim.faults)",
 }
 
 # What the policy reads from a recorded episode; its own outputs (chunks, status, debug) are not
 # played: the live policy makes them again and the recorder writes them to the new bag.
-REPLAY_INPUTS = ["/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw",
-                 "/side/color/camera_info", "/graspvla/ee_pose", "/graspvla/gripper_command", "/graspvla/instruction"]
+REPLAY_INPUTS = [*camera_topics(), EE_POSE, GRIPPER_COMMAND, INSTRUCTION]
 
 
 def _sim_nodes() -> list[NodeSpec]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from graspvla_ros.bag.reader import Bag, BagError, Message
 from graspvla_ros.bag.settings import ANSWER_TOPIC, OBSERVATION_TOPICS
+from graspvla_ros.interfaces import stamp_ns
 
 
 def parse_remaps(remaps: Iterable[str]) -> dict[str, str]:
@@ -105,8 +106,7 @@ def header_stamp_ns(data: bytes) -> int | None:
     MultiDOFJointTrajectory, ...); None if the encapsulation is not little-endian CDR."""
     if len(data) < 12 or data[1] not in (1, 3):
         return None
-    sec, nanosec = struct.unpack_from("<iI", data, 4)
-    return sec * 1_000_000_000 + nanosec
+    return stamp_ns(*struct.unpack_from("<iI", data, 4))
 
 
 @dataclass(frozen=True)

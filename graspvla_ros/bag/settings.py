@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER, CONTROLLER_STATE, DEBUG_TOPICS,
+                                     DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND, GRIPPER_WIDTH, INSTRUCTION, JOINT_STATES,
+                                     STATUS, VIEWS, camera_topics, image_topic, under)
 from graspvla_ros.settings import setting
 
-INSTRUCTION_TOPIC = "/graspvla/instruction"
+# An episode as the default graph runs it: what the policy saw (views, robot state, instruction),
+# what it answered, and what the controller commanded and was doing.
 DEFAULT_TOPICS = (
-    "/front/color/image_raw", "/front/color/camera_info", "/side/color/image_raw", "/side/color/camera_info",
-    "/graspvla/ee_pose", "/joint_states", "/graspvla/gripper_command", INSTRUCTION_TOPIC, "/graspvla/status",
-    "/graspvla/action_chunk", "/graspvla/debug/*", "/diagnostics",
+    *camera_topics(),
+    EE_POSE, JOINT_STATES, GRIPPER_COMMAND, GRIPPER_WIDTH, COMMANDED_POSE, under(CONTROLLER, CONTROLLER_STATE),
+    INSTRUCTION, STATUS, ACTION_CHUNK, DEBUG_TOPICS, DIAGNOSTICS,
 )
 MODES = ("episode", "continuous")
-ANSWER_TOPIC = "/graspvla/action_chunk"
-OBSERVATION_TOPICS = ("/front/color/image_raw", "/side/color/image_raw")
+ANSWER_TOPIC = ACTION_CHUNK
+OBSERVATION_TOPICS = tuple(image_topic(f"/{v}") for v in VIEWS)
 
 
 @dataclass(frozen=True)

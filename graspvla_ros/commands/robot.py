@@ -18,9 +18,9 @@ import time
 import traceback
 from typing import NoReturn
 
-INSTRUCTION = "/graspvla/instruction"
-STATUS = "/graspvla/status"
-CONTROLLER = "/controller"
+from graspvla_ros.interfaces import (CALIBRATION_POSE, CONTROLLER, CONTROLLER_STATE, ESTOP, HOLD, HOME, INSTRUCTION,
+                                     RELEASE, STATUS, under)
+
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -147,14 +147,14 @@ def _cmd_stop(args) -> int:
     """"stop" through the policy (ends its episode and holds); without a policy, hold directly."""
     def stop(s: _Session) -> int:
         code = _say(s, "stop", args.timeout)
-        return s.trigger(f"{CONTROLLER}/hold", args.timeout, args.timeout) if code is None else code
+        return s.trigger(under(CONTROLLER, HOLD), args.timeout, args.timeout) if code is None else code
     return _Session.run(stop)
 
 
 def _cmd_home(args) -> int:
     def home(s: _Session) -> int:
         code = _say(s, "home", args.timeout)
-        return s.trigger(f"{CONTROLLER}/home", args.timeout, 60.0) if code is None else code
+        return s.trigger(under(CONTROLLER, HOME), args.timeout, 60.0) if code is None else code
     return _Session.run(home)
 
 
@@ -162,13 +162,13 @@ def _cmd_calibration_pose(args) -> int:
     """Like home, to the camera calibration joint configuration (calibration/README.md)."""
     def calibration_pose(s: _Session) -> int:
         code = _say(s, "stop", args.timeout)
-        return s.trigger(f"{CONTROLLER}/calibration_pose", args.timeout, 60.0) if code in (None, 0) else code
+        return s.trigger(under(CONTROLLER, CALIBRATION_POSE), args.timeout, 60.0) if code in (None, 0) else code
     return _Session.run(calibration_pose)
 
 
-def _trigger(name: str):
+def _trigger(service: str):
     def run(args) -> int:
-        return _Session.run(lambda s: s.trigger(f"{CONTROLLER}/{name}", args.timeout, args.timeout))
+        return _Session.run(lambda s: s.trigger(under(CONTROLLER, service), args.timeout, args.timeout))
     return run
 
 
@@ -176,10 +176,11 @@ def _cmd_status(args) -> int:
     from std_msgs.msg import String
 
     def status(s: _Session) -> int:
-        status, state = s.latched(String, STATUS), s.latched(String, f"{CONTROLLER}/state")
+        state_topic = under(CONTROLLER, CONTROLLER_STATE)
+        status, state = s.latched(String, STATUS), s.latched(String, state_topic)
         _wait(lambda: status and state, args.timeout)
         if not status and not state:
-            print(f"no stack is running: nothing on {STATUS} or {CONTROLLER}/state within {args.timeout:g} s")
+            print(f"no stack is running: nothing on {STATUS} or {state_topic} within {args.timeout:g} s")
             return 1
 
         def line(got: list, topic: str) -> str:
@@ -189,7 +190,7 @@ def _cmd_status(args) -> int:
                 return f"running, but its {topic} did not arrive within {args.timeout:g} s"
             return f"not seen within {args.timeout:g} s (not running, or not yet discovered: a longer --timeout)"
         print(f"policy: {line(status, STATUS)}")
-        print(f"controller: {line(state, f'{CONTROLLER}/state')}")
+        print(f"controller: {line(state, state_topic)}")
         return 0
     return _Session.run(status)
 
@@ -209,8 +210,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add("home", "end the episode and move the arm home", _cmd_home)
     add("calibration-pose", "end the episode and move the arm to the camera calibration joint configuration",
         _cmd_calibration_pose)
-    add("estop", "latched stop of the arm (controller)", _trigger("estop"))
-    add("release", "release the e-stop (controller)", _trigger("release"))
+    add("estop", "latched stop of the arm (controller)", _trigger(ESTOP))
+    add("release", "release the e-stop (controller)", _trigger(RELEASE))
     add("status", "the policy's status and the controller's state", _cmd_status)
     demo = sub.add_parser("demo", help="the whole stack in simulation grasps 3 objects on request (make demo)")
     demo.add_argument("--backend", choices=("expert", "graspvla"), default="expert")

@@ -25,6 +25,8 @@ from std_srvs.srv import Trigger
 from graspvla_ros import preprocess
 from graspvla_ros.calibration import overlay, store
 from graspvla_ros.camera.intrinsics import Intrinsics
+from graspvla_ros.interfaces import (CALIBRATION_SAVE, calibration_overlay_topic, calibration_score_topic,
+                                     VIEWS, camera_info_topic, image_topic, stamp_ns)
 from graspvla_ros.nodes.camera_node import image_msg, image_qos
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import declare
@@ -39,7 +41,7 @@ class CalibrationNodeSettings:
     """`rate_hz` applies from the next image, `save_dir` to the next `calibration/save`."""
 
     cameras: tuple[str, ...] = setting(
-        ("front", "side"), "cameras to check: subscribes <name>/color/image_raw and <name>/color/camera_info")
+        VIEWS, "cameras to check: subscribes <name>/color/image_raw and <name>/color/camera_info")
     rate_hz: float = setting(2.0, "overlays per camera per second, by image stamps (frames in between are skipped)",
                              live=True)
     qos: str = setting("sensor_data", "`sensor_data` or `reliable`, as the cameras publish")
@@ -68,11 +70,11 @@ class CalibrationNode(Node):
         qos = image_qos(self.settings.qos)
         self._pubs = {}
         for cam in self.settings.cameras:
-            self.create_subscription(CameraInfo, f"{cam}/color/camera_info", self._on_info(cam), qos)
-            self.create_subscription(Image, f"{cam}/color/image_raw", self._on_image(cam), qos)
-            self._pubs[cam] = (self.create_publisher(Image, f"calibration/{cam}/overlay", 2),
-                               self.create_publisher(String, f"calibration/{cam}/score", 2))
-        self.create_service(Trigger, "calibration/save", self._on_save)
+            self.create_subscription(CameraInfo, camera_info_topic(cam), self._on_info(cam), qos)
+            self.create_subscription(Image, image_topic(cam), self._on_image(cam), qos)
+            self._pubs[cam] = (self.create_publisher(Image, calibration_overlay_topic(cam), 2),
+                               self.create_publisher(String, calibration_score_topic(cam), 2))
+        self.create_service(Trigger, CALIBRATION_SAVE, self._on_save)
 
     def _on_change(self, changes: dict) -> None:
         """A live parameter set (`ros2 param set`); a bad value raises ValueError, changing nothing."""
@@ -85,7 +87,8 @@ class CalibrationNode(Node):
 
     def _on_image(self, cam: str):
         def on_image(msg: Image) -> None:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            ns = stamp_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+            stamp = ns / 1e9
             info = self._info.get(cam)
             if info is None or stamp - self._last_stamp.get(cam, -np.inf) < 1.0 / self.settings.rate_hz:
                 return
@@ -103,8 +106,7 @@ class CalibrationNode(Node):
             report = {"camera": cam, "stamp": stamp, **result.to_dict()}
             with self._lock:
                 self.latest[cam] = (report, blend, intrinsics)
-            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            self._pubs[cam][0].publish(image_msg(np.ascontiguousarray(blend), "rgb8", msg.header.frame_id, stamp_ns))
+            self._pubs[cam][0].publish(image_msg(np.ascontiguousarray(blend), "rgb8", msg.header.frame_id, ns))
             self._pubs[cam][1].publish(String(data=json.dumps(report)))
         return on_image
 

@@ -18,7 +18,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
                                  SoftwareCamera, StampedFrames)
 from graspvla_ros.camera.settings import CameraSettings
+from graspvla_ros.interfaces import DIAGNOSTICS, camera_info_topic, depth_image_topic, depth_info_topic, image_topic
 from graspvla_ros.nodes.common import run
+from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.settings import build, inline, params, setting
 
@@ -70,7 +72,7 @@ def camera_info_msg(intr: Intrinsics, frame_id: str) -> CameraInfo:
 def image_msg(array, encoding: str, frame_id: str, stamp_ns: int) -> Image:
     msg = Image()
     msg.header.frame_id = frame_id
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.stamp = ns_to_stamp(stamp_ns)
     msg.height, msg.width = array.shape[:2]
     msg.encoding = encoding
     msg.step = array.strides[0]
@@ -106,14 +108,13 @@ class CameraNode(Node):
             source = self._source(s.camera)
         self.hardware_id = getattr(source, "serial", "") or source.description
         qos = image_qos(s.qos)
-        self.color_pub = self.create_publisher(Image, f"{self.camera}/color/image_raw", qos)
-        self.info_pub = self.create_publisher(CameraInfo, f"{self.camera}/color/camera_info", qos)
+        self.color_pub = self.create_publisher(Image, image_topic(self.camera), qos)
+        self.info_pub = self.create_publisher(CameraInfo, camera_info_topic(self.camera), qos)
         self.depth_pub = self.depth_info_pub = None
         if stream.enable_depth:
-            self.depth_pub = self.create_publisher(Image, f"{self.camera}/aligned_depth_to_color/image_raw", qos)
-            self.depth_info_pub = self.create_publisher(
-                CameraInfo, f"{self.camera}/aligned_depth_to_color/camera_info", qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.depth_pub = self.create_publisher(Image, depth_image_topic(self.camera), qos)
+            self.depth_info_pub = self.create_publisher(CameraInfo, depth_info_topic(self.camera), qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._info: CameraInfo | None = None
         # the driver says when it waits for the camera and when frames come (never before)
         self.driver = CameraDriver(source, stream, self._publish,
@@ -138,7 +139,7 @@ class CameraNode(Node):
         if self._info is None or (self._info.width, self._info.height) != (frames.intrinsics.width,
                                                                             frames.intrinsics.height):
             self._info = camera_info_msg(frames.intrinsics, self.frame_id)
-        self._info.header.stamp.sec, self._info.header.stamp.nanosec = divmod(stamped.stamp_ns, 1_000_000_000)
+        self._info.header.stamp = ns_to_stamp(stamped.stamp_ns)
         self.color_pub.publish(image_msg(frames.color, "rgb8", self.frame_id, stamped.stamp_ns))
         self.info_pub.publish(self._info)
         if self.depth_pub is not None and frames.depth is not None:

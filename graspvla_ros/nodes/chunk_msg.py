@@ -12,11 +12,13 @@ are recovered exactly (up to float rounding) with ActionChunk.from_targets.
 """
 from __future__ import annotations
 
-from builtin_interfaces.msg import Duration, Time
+from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Quaternion, Transform, Vector3
 from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
 from graspvla_ros.chunk import ActionChunk, Pose
+from graspvla_ros.interfaces import split_ns
+from graspvla_ros.nodes.convert import ns_to_stamp, stamp_to_ns
 
 JOINT_NAMES = ["ee", "gripper"]
 
@@ -33,18 +35,15 @@ def _pose(t: Transform) -> Pose:
 
 
 def _point(pose: Pose, gripper: float, since_start_ns: int) -> MultiDOFJointTrajectoryPoint:
+    sec, nanosec = split_ns(since_start_ns)
     return MultiDOFJointTrajectoryPoint(
         transforms=[_transform(pose), Transform(translation=Vector3(x=float(gripper)))],
-        time_from_start=Duration(sec=since_start_ns // 1_000_000_000, nanosec=since_start_ns % 1_000_000_000))
-
-
-def _ns(t) -> int:
-    return t.sec * 1_000_000_000 + t.nanosec
+        time_from_start=Duration(sec=sec, nanosec=nanosec))
 
 
 def encode(chunk: ActionChunk) -> MultiDOFJointTrajectory:
     msg = MultiDOFJointTrajectory(joint_names=list(JOINT_NAMES))
-    msg.header.stamp = Time(sec=chunk.stamp_ns // 1_000_000_000, nanosec=chunk.stamp_ns % 1_000_000_000)
+    msg.header.stamp = ns_to_stamp(chunk.stamp_ns)
     msg.header.frame_id = chunk.frame_id
     msg.points = [_point(chunk.anchor, chunk.anchor_gripper, 0)] + [
         _point(w.pose, w.gripper, w.stamp_ns - chunk.stamp_ns) for w in chunk.targets]
@@ -60,7 +59,7 @@ def decode(msg: MultiDOFJointTrajectory) -> ActionChunk:
     for i, p in enumerate(msg.points):
         if len(p.transforms) != 2:
             raise ValueError(f"point {i} must have 2 transforms (ee, gripper), has {len(p.transforms)}")
-    offsets = [_ns(p.time_from_start) for p in msg.points]
+    offsets = [stamp_to_ns(p.time_from_start) for p in msg.points]
     if offsets[0] != 0:
         raise ValueError("point 0 (the anchor) must have time_from_start 0")
     steps = [b - a for a, b in zip(offsets, offsets[1:])]
@@ -68,7 +67,7 @@ def decode(msg: MultiDOFJointTrajectory) -> ActionChunk:
         raise ValueError(f"targets must be evenly spaced in time, got offsets {offsets} ns")
     anchor = msg.points[0]
     return ActionChunk.from_targets(
-        stamp_ns=_ns(msg.header.stamp), dt=steps[0] * 1e-9, frame_id=msg.header.frame_id,
+        stamp_ns=stamp_to_ns(msg.header.stamp), dt=steps[0] * 1e-9, frame_id=msg.header.frame_id,
         anchor=_pose(anchor.transforms[0]), poses=[_pose(p.transforms[0]) for p in msg.points[1:]],
         grippers=[p.transforms[1].translation.x for p in msg.points[1:]],
         anchor_gripper=anchor.transforms[1].translation.x)

@@ -21,6 +21,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.control import ArmController, ControllerSettings, ControllerState
 from graspvla_ros.control.robot_clock import RobotClock
+from graspvla_ros.interfaces import (ACTION_CHUNK, CALIBRATION_POSE, COMMANDED_POSE, CONTROLLER_REJECTION,
+                                     CONTROLLER_STATE, DIAGNOSTICS, EE_POSE, ESTOP, GRIPPER_COMMAND, GRIPPER_WIDTH,
+                                     HOLD, HOME, JOINT_STATES, PLANNED_MARKERS, PLANNED_PATH, RECOVER, RELEASE, under)
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp, pose_to_msg
@@ -43,16 +46,16 @@ class ControllerNode(Node):
         arm = settings.arm_id
         self.joint_names = [f"{arm}_joint{i}" for i in range(1, 8)] + [f"{arm}_finger_joint1", f"{arm}_finger_joint2"]
 
-        self.state_pub = self.create_publisher(String, "~/state", LATCHED)
-        self.gripper_pub = self.create_publisher(Float64, "/graspvla/gripper_command", LATCHED)
-        self.rejection_pub = self.create_publisher(String, "~/rejection", 10)
-        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.pose_pub = self.create_publisher(PoseStamped, "/graspvla/ee_pose", 10)
-        self.commanded_pub = self.create_publisher(PoseStamped, "/graspvla/commanded_pose", 10)
-        self.planned_pub = self.create_publisher(PoseArray, "~/planned_path", 10)
-        self.markers_pub = self.create_publisher(MarkerArray, "~/planned_markers", 10)
-        self.width_pub = self.create_publisher(Float64, "/graspvla/gripper_width", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.state_pub = self.create_publisher(String, CONTROLLER_STATE, LATCHED)
+        self.gripper_pub = self.create_publisher(Float64, GRIPPER_COMMAND, LATCHED)
+        self.rejection_pub = self.create_publisher(String, CONTROLLER_REJECTION, 10)
+        self.joint_pub = self.create_publisher(JointState, JOINT_STATES, 10)
+        self.pose_pub = self.create_publisher(PoseStamped, EE_POSE, 10)
+        self.commanded_pub = self.create_publisher(PoseStamped, COMMANDED_POSE, 10)
+        self.planned_pub = self.create_publisher(PoseArray, PLANNED_PATH, 10)
+        self.markers_pub = self.create_publisher(MarkerArray, PLANNED_MARKERS, 10)
+        self.width_pub = self.create_publisher(Float64, GRIPPER_WIDTH, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
 
         # Every stamp and due time comes from the node clock (sim time in the sim graph).
         self.robot = ArmController(settings, clock=lambda: self.get_clock().now().nanoseconds)
@@ -62,20 +65,21 @@ class ControllerNode(Node):
             pose_to_msg(pose, self.base_frame, self.get_clock().now().nanoseconds))
         self.robot.on_planned = self._publish_planned
         if settings.dry_run:
-            self.get_logger().warning("DRY RUN: motions are computed and published on ~/planned_path and "
-                                      "~/planned_markers; the arm and the gripper are not moved")
+            self.get_logger().warning(f"DRY RUN: motions are computed and published on {PLANNED_PATH} and "
+                                      f"{PLANNED_MARKERS}; the arm and the gripper are not moved")
 
         # Services live on side nodes with executors of their own, created before the first
         # home: e-stop and hold must answer while a home moves, and chunks keep flowing.
         self.side_nodes = []
         calibration_joints = load_nominal().calibration_joints
-        for name, action in (("home", self.robot.home), ("estop", self.robot.estop), ("hold", self.robot.hold),
-                             ("release", self.robot.release), ("recover", self.robot.recover),
-                             ("calibration_pose", lambda: self.robot.home(joints=calibration_joints))):
+        for service, action in ((HOME, self.robot.home), (ESTOP, self.robot.estop), (HOLD, self.robot.hold),
+                                (RELEASE, self.robot.release), (RECOVER, self.robot.recover),
+                                (CALIBRATION_POSE, lambda: self.robot.home(joints=calibration_joints))):
             # use_global_arguments=False: the process's `__node:=` remap must not rename these too
+            name = service.removeprefix("~/")
             side = Node(f"{self.get_name()}_{name}_service", namespace=self.get_namespace(), context=self.context,
                         use_global_arguments=False)
-            side.create_service(Trigger, f"{self.get_fully_qualified_name()}/{name}", self._trigger(name, action))
+            side.create_service(Trigger, under(self.get_fully_qualified_name(), service), self._trigger(name, action))
             self.side_nodes.append(side)
         self.robot.connect(timeout=settings.connect_wait)
         self.get_logger().info(
@@ -89,7 +93,7 @@ class ControllerNode(Node):
         else:  # no home to open the gripper: announce the state the fingers show
             self._publish_state(self.robot.state, "connected")
             self._publish_gripper_command(self.robot.gripper_command)
-        self.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk", self._on_chunk, 10)
+        self.create_subscription(MultiDOFJointTrajectory, ACTION_CHUNK, self._on_chunk, 10)
         # State streams from a plain thread: a 200 Hz rclpy timer competes with chunk
         # reception inside the executor and delayed chunks by up to 0.5 s under load.
         self._streaming = threading.Event()

@@ -5,15 +5,16 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 
 from graspvla_ros.chunk import Pose
+from graspvla_ros.interfaces import split_ns, stamp_ns
 
 
 def stamp_to_ns(stamp: Time) -> int:
-    """builtin_interfaces/Time → integer nanoseconds."""
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+    """builtin_interfaces/Time (or Duration) → integer nanoseconds."""
+    return stamp_ns(stamp.sec, stamp.nanosec)
 
 
 def ns_to_stamp(ns: int) -> Time:
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    sec, nanosec = split_ns(ns)
     return Time(sec=sec, nanosec=nanosec)
 
 

@@ -23,7 +23,9 @@ from rosgraph_msgs.msg import Clock
 from graspvla_ros.bag import BagError, open_bag
 from graspvla_ros.bag.playback import Pacer, cycles, parse_remaps, select_topics, timeline
 from graspvla_ros.bag.settings import PlaybackSettings
+from graspvla_ros.interfaces import CLOCK
 from graspvla_ros.nodes.common import run
+from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.rosbag import message_class, publisher_qos
 from graspvla_ros.settings import build, inline, params, setting
@@ -78,7 +80,7 @@ class PlayerNode(Node):
         self.pubs = {t: self.create_publisher(message_class(self.bag.topics[t].msgtype), remaps.get(t, t),
                                               publisher_qos(self.bag.topics[t].qos, self.s.qos_depth))
                      for t in self.topics}
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.s.clock > 0 else None
+        self.clock_pub = self.create_publisher(Clock, CLOCK, 10) if self.s.clock > 0 else None
         self._answers = 0
         self._answer_event = threading.Condition()
         if lock_step.enabled:
@@ -109,9 +111,7 @@ class PlayerNode(Node):
         if self.play.loop:
             elapsed %= max(1, self.bag.end_ns - first)
         t = self._bag_time if self.play.lock_step.enabled else first + elapsed
-        msg = Clock()
-        msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
-        self.clock_pub.publish(msg)
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(t)))
 
     def _wait_for_subscribers(self) -> None:
         need = self.s.wait_for_subscribers

@@ -24,6 +24,10 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.chunk import Pose
+from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE, DEBUG_GRASP_POSE, DEBUG_TIMINGS,
+                                     DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND, GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION,
+                                     SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS, camera_info_topic, debug_bbox_topic,
+                                     image_topic, under)
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.camera_node import image_msg
 from graspvla_ros.nodes.common import run
@@ -66,40 +70,40 @@ class PolicyNode(Node):
                            model_options=backends.model_options(s.runtime, s.device if s.runtime == "torch" else None))
         elif s.backend == "expert":
             options = dict(ground_truth=lambda: self._truth, latency=s.expert_latency)
-            self.create_subscription(String, "sim/object_names", self._on_object_names, LATCHED)
-            self.create_subscription(PoseArray, "sim/object_poses", self._on_object_poses, 10)
+            self.create_subscription(String, SIM_OBJECT_NAMES, self._on_object_names, LATCHED)
+            self.create_subscription(PoseArray, SIM_OBJECT_POSES, self._on_object_poses, 10)
         self.get_logger().info(f"loading the {s.backend} backend")
         backend = backends.create(s.backend, **options)
         if s.backend == "graspvla" and s.device == "cuda":  # capture and compile now, not in the first cycle
             self.get_logger().info(f"warm-up inference: {backends.warm_up(backend):.1f} s")
 
-        self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+        self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, ACTION_CHUNK, 10)
         self.loop = PolicyLoop(backend, s, clock=self._now,
                                publish=lambda chunk: self.chunk_pub.publish(chunk_msg.encode(chunk)))
-        self.status_pub = self.create_publisher(String, "/graspvla/status", LATCHED)
-        self.bbox_pubs = {v: self.create_publisher(Image, f"/graspvla/debug/{v}/bbox_image", 2) for v in VIEWS}
-        self.grasp_pub = self.create_publisher(PoseStamped, "/graspvla/debug/grasp_pose", 10)
-        self.timings_pub = self.create_publisher(String, "/graspvla/debug/timings", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.status_pub = self.create_publisher(String, STATUS, LATCHED)
+        self.bbox_pubs = {v: self.create_publisher(Image, debug_bbox_topic(v), 2) for v in VIEWS}
+        self.grasp_pub = self.create_publisher(PoseStamped, DEBUG_GRASP_POSE, 10)
+        self.timings_pub = self.create_publisher(String, DEBUG_TIMINGS, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         controller = s.controller.rstrip("/")
-        self.hold_client = self.create_client(Trigger, f"{controller}/hold")
-        self.home_client = self.create_client(Trigger, f"{controller}/home")
+        self.hold_client = self.create_client(Trigger, under(controller, HOLD))
+        self.home_client = self.create_client(Trigger, under(controller, HOME))
 
         for v in VIEWS:
-            self.create_subscription(Image, f"{v}/color/image_raw", lambda m, v=v: self._on_image(v, m),
+            self.create_subscription(Image, image_topic(v), lambda m, v=v: self._on_image(v, m),
                                      qos_profile_sensor_data)
-            self.create_subscription(CameraInfo, f"{v}/color/camera_info", lambda m, v=v: self._on_info(v, m),
+            self.create_subscription(CameraInfo, camera_info_topic(v), lambda m, v=v: self._on_info(v, m),
                                      qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, "/graspvla/ee_pose",
+        self.create_subscription(PoseStamped, EE_POSE,
                                  lambda m: self.loop.add_pose(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
-        self.create_subscription(PoseStamped, "/graspvla/commanded_pose",
+        self.create_subscription(PoseStamped, COMMANDED_POSE,
                                  lambda m: self.loop.add_commanded(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
-        self.create_subscription(Float64, "/graspvla/gripper_command",
+        self.create_subscription(Float64, GRIPPER_COMMAND,
                                  lambda m: self.loop.add_gripper(self._now(), m.data), LATCHED)
-        self.create_subscription(Float64, "/graspvla/gripper_width", lambda m: self.loop.set_width(m.data), 10)
-        self.create_subscription(String, f"{controller}/state", lambda m: self.loop.set_controller_state(m.data),
-                                 LATCHED)
-        self.create_subscription(String, "/graspvla/instruction", self._on_instruction, 10)
+        self.create_subscription(Float64, GRIPPER_WIDTH, lambda m: self.loop.set_width(m.data), 10)
+        self.create_subscription(String, under(controller, CONTROLLER_STATE),
+                                 lambda m: self.loop.set_controller_state(m.data), LATCHED)
+        self.create_subscription(String, INSTRUCTION, self._on_instruction, 10)
         self.create_timer(0.1, self._check_episode)
         self.create_timer(1.0, self._publish_diagnostics)
         self._publish_status("")
@@ -108,7 +112,7 @@ class PolicyNode(Node):
                                         name="policy-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"ready: backend {s.backend}, ≤ {s.rate_hz:g} Hz, waiting for an instruction "
-                               "on /graspvla/instruction")
+                               f"on {INSTRUCTION}")
 
     def _now(self) -> int:
         return self.get_clock().now().nanoseconds

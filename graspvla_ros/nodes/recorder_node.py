@@ -30,7 +30,8 @@ from std_msgs.msg import String
 
 from graspvla_ros.bag import BagWriter, episode_metadata
 from graspvla_ros.bag.playback import matches
-from graspvla_ros.bag.settings import INSTRUCTION_TOPIC, RecordingSettings
+from graspvla_ros.bag.settings import RecordingSettings
+from graspvla_ros.interfaces import INSTRUCTION, POLICY, RECORDER_STATUS
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.rosbag import message_class, subscription_qos, to_bag_qos
 from graspvla_ros.settings import build, inline, params, setting
@@ -48,7 +49,7 @@ class RecorderNodeSettings:
     qos_depth: int = setting(
         500, "keep-last depth of each subscription: how far the recorder may fall behind without losing a message")
     policy_node: str = setting(
-        "/policy", "node whose parameters are stored in each episode's metadata (`backend`, `checkpoint_hash`, …)")
+        POLICY, "node whose parameters are stored in each episode's metadata (`backend`, `checkpoint_hash`, …)")
     discovery_period: float = setting(0.5, "s between graph scans for the topics to record")
 
     def __post_init__(self) -> None:
@@ -82,7 +83,7 @@ class RecorderNode(Node):
         if self.recording.mode == "continuous":
             self._queue.put(("open", self._now(), "", 1))
         self.create_timer(self.s.discovery_period, self._discover)
-        self.status_pub = self.create_publisher(String, "~/status", 10)
+        self.status_pub = self.create_publisher(String, RECORDER_STATUS, 10)
         self.create_timer(1.0, self._publish_status)
         self._discover()
         self.get_logger().info(f"recording ({self.recording.mode}) under {self.output_dir}")
@@ -105,7 +106,7 @@ class RecorderNode(Node):
                 continue
             qos = subscription_qos(offered, self.s.qos_depth)
             self._queue.put(("topic", name, types[0], [to_bag_qos(q) for q in offered]))
-            callback = self._on_instruction if name == INSTRUCTION_TOPIC else self._callback(name)
+            callback = self._on_instruction if name == INSTRUCTION else self._callback(name)
             self._recorded[name] = self.create_subscription(cls, name, callback, qos, raw=True)
             latched = " latched" if qos.durability == DurabilityPolicy.TRANSIENT_LOCAL else ""
             self.get_logger().info(f"recording {name} ({types[0]}, {qos.reliability.name.lower()}{latched})")
@@ -131,7 +132,7 @@ class RecorderNode(Node):
             self._instructions += 1
             self._queue.put(("open", t, deserialize_message(data, String).data, self._instructions))
             self._fetch_policy_parameters(self._instructions)
-        self._queue.put(("msg", INSTRUCTION_TOPIC, t, data))
+        self._queue.put(("msg", INSTRUCTION, t, data))
 
     def _fetch_policy_parameters(self, episode: int) -> None:
         """Ask the policy for its parameters without blocking; they reach the episode's metadata."""
@@ -215,7 +216,7 @@ class RecorderNode(Node):
         for topic, (msgtype, qos) in topics.items():
             bag.add_topic(topic, msgtype, qos)
         for topic, last in latched.items():   # each episode starts with the latched state it had
-            if last is not None and topic != INSTRUCTION_TOPIC:
+            if last is not None and topic != INSTRUCTION:
                 bag.write(topic, t, last[1])
                 self.written[topic] = self.written.get(topic, 0) + 1
         self.bags.append(path)

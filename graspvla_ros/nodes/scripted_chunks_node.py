@@ -20,8 +20,10 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from graspvla_ros.chunk import Pose
+from graspvla_ros.interfaces import ACTION_CHUNK, CONTROLLER, CONTROLLER_STATE, EE_POSE, ControllerState, under
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import run
+from graspvla_ros.nodes.convert import pose_from_msg, stamp_to_ns
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy.scripted import evaluate, speeds, square_path, stream
 from graspvla_ros.settings import build, params, setting
@@ -53,21 +55,20 @@ class ScriptedChunksNode(Node):
         self.s = build(ScriptedChunksSettings, declare(self, PARAMS))
         self._lock = threading.Lock()
         self._samples: list[tuple[float, Pose, str]] = []
-        self.create_subscription(PoseStamped, "/graspvla/ee_pose", self._on_pose, 50)
+        self.create_subscription(PoseStamped, EE_POSE, self._on_pose, 50)
         self._controller_state = ""
-        self.create_subscription(String, "/controller/state", lambda m: setattr(self, "_controller_state", m.data),
+        self.create_subscription(String, under(CONTROLLER, CONTROLLER_STATE),
+                                 lambda m: setattr(self, "_controller_state", m.data),
                                  QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.pub = self.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)
+        self.pub = self.create_publisher(MultiDOFJointTrajectory, ACTION_CHUNK, 10)
         self.metrics = None
         self._worker = threading.Thread(target=self._run, name="scripted-chunks", daemon=True)
         self._worker.start()
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        p, q = msg.pose.position, msg.pose.orientation
-        pose = Pose.from_xyz_quat((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        sample = (stamp_to_ns(msg.header.stamp) / 1e9, pose_from_msg(msg.pose), msg.header.frame_id)
         with self._lock:
-            self._samples.append((stamp, pose, msg.header.frame_id))
+            self._samples.append(sample)
 
     def _latest(self) -> tuple[float, Pose, str]:
         with self._lock:
@@ -82,10 +83,10 @@ class ScriptedChunksNode(Node):
 
     def _run(self) -> None:
         try:
-            self._wait(lambda: self._samples, "the TCP pose on /graspvla/ee_pose")
-            self._wait(lambda: self.pub.get_subscription_count() > 0, "a controller on /graspvla/action_chunk")
+            self._wait(lambda: self._samples, f"the TCP pose on {EE_POSE}")
+            self._wait(lambda: self.pub.get_subscription_count() > 0, f"a controller on {ACTION_CHUNK}")
             # the controller homes at start (state HOMING, chunks refused) and is IDLE once home
-            self._wait(lambda: self._controller_state == "IDLE", "the controller to be IDLE (homed)")
+            self._wait(lambda: self._controller_state == ControllerState.IDLE, "the controller to be IDLE (homed)")
             time.sleep(0.5)
             _, start, frame = self._latest()
             path = square_path(start, self.s.side, self.s.speed, gripper_hold=self.s.gripper_hold)

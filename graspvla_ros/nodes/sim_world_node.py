@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -31,8 +30,12 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from graspvla_ros.camera import Intrinsics
+from graspvla_ros.interfaces import (CLOCK, SIM_CHECK_SUCCESS, SIM_FAULTS, SIM_GRASP_SUCCESS, SIM_INJECT_FAULT,
+                                     SIM_OBJECT_NAMES, SIM_OBJECT_POSES, SIM_RESET_OBJECTS, SIM_SET_TARGET, SIM_TARGET,
+                                     camera_info_topic, image_topic)
 from graspvla_ros.nodes.camera_node import QOS_MEANING, camera_info_msg, image_msg, image_qos
 from graspvla_ros.nodes.common import RCLError, periodic, run
+from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.process import die_with_parent
 from graspvla_ros.settings import build, inline, params, setting
@@ -76,16 +79,16 @@ class SimWorldNode(Node):
         self.base_frame = s.base_frame
         self._target = ""
         self.world = SimWorld.from_settings(s.world)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.names_pub = self.create_publisher(String, "sim/object_names", LATCHED)
-        self.poses_pub = self.create_publisher(PoseArray, "sim/object_poses", 10)
-        self.target_pub = self.create_publisher(String, "sim/target", LATCHED)
-        self.success_pub = self.create_publisher(Bool, "sim/grasp_success", 10)
-        self.create_subscription(String, "sim/set_target", lambda m: self._set_target(m.data), 10)
-        self.faults_pub = self.create_publisher(String, "sim/faults", LATCHED)
-        self.create_subscription(String, "sim/inject_fault", lambda m: self._inject(m.data), 10)
-        self.create_service(Trigger, "sim/check_success", self._check_success)
-        self.create_service(Trigger, "sim/reset_objects", self._reset_objects)
+        self.clock_pub = self.create_publisher(Clock, CLOCK, 10)
+        self.names_pub = self.create_publisher(String, SIM_OBJECT_NAMES, LATCHED)
+        self.poses_pub = self.create_publisher(PoseArray, SIM_OBJECT_POSES, 10)
+        self.target_pub = self.create_publisher(String, SIM_TARGET, LATCHED)
+        self.success_pub = self.create_publisher(Bool, SIM_GRASP_SUCCESS, 10)
+        self.create_subscription(String, SIM_SET_TARGET, lambda m: self._set_target(m.data), 10)
+        self.faults_pub = self.create_publisher(String, SIM_FAULTS, LATCHED)
+        self.create_subscription(String, SIM_INJECT_FAULT, lambda m: self._inject(m.data), 10)
+        self.create_service(Trigger, SIM_CHECK_SUCCESS, self._check_success)
+        self.create_service(Trigger, SIM_RESET_OBJECTS, self._reset_objects)
         self.world.start()
         self._set_target(s.target)
         self.faults_pub.publish(String(data=json.dumps(self.world.server.faults())))
@@ -113,7 +116,7 @@ class SimWorldNode(Node):
         try:
             active = self.world.server.inject(fault)
         except ValueError as err:
-            self.get_logger().error(f"sim/inject_fault: {err}")
+            self.get_logger().error(f"{SIM_INJECT_FAULT}: {err}")
             return
         self.get_logger().warning(f"fault injected: {fault}")
         self.faults_pub.publish(String(data=json.dumps(active)))
@@ -125,8 +128,7 @@ class SimWorldNode(Node):
             timer = self.create_timer(0.1, back)
 
     def _publish_clock(self) -> None:
-        sec, nanosec = divmod(round(self.world.time() * 1e9), 1_000_000_000)
-        self.clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(round(self.world.time() * 1e9))))
 
     def _set_target(self, name: str) -> None:
         if name:
@@ -160,7 +162,7 @@ class SimWorldNode(Node):
 
     def _check_success(self, _request, response):
         if not self._target:
-            response.success, response.message = False, "no target object set (publish its name on sim/set_target)"
+            response.success, response.message = False, f"no target object set (publish its name on {SIM_SET_TARGET})"
             return response
         lift, held = self.world.lift_height(self._target), self.world.in_gripper(self._target)
         response.success = self.world.grasp_success(self._target)
@@ -173,7 +175,7 @@ class SimWorldNode(Node):
         try:
             self.world.relayout(seed)
         except Exception as e:  # noqa: BLE001 - the world keeps running; the caller reads why
-            self.get_logger().error(f"sim/reset_objects: seed {seed}: {e}")
+            self.get_logger().error(f"{SIM_RESET_OBJECTS}: seed {seed}: {e}")
             response.success, response.message = False, f"objects not re-placed (seed {seed}): {e}"
             return response
         response.success, response.message = True, f"objects re-placed with seed {seed}"
@@ -269,8 +271,8 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
         publishers = {}
         for name, intr in cameras:
             frame_id = f"{name}_color_optical_frame"
-            publishers[name] = (node.create_publisher(Image, f"{name}/color/image_raw", image_qos(qos)),
-                                node.create_publisher(CameraInfo, f"{name}/color/camera_info", image_qos(qos)),
+            publishers[name] = (node.create_publisher(Image, image_topic(name), image_qos(qos)),
+                                node.create_publisher(CameraInfo, camera_info_topic(name), image_qos(qos)),
                                 camera_info_msg(intr, frame_id), frame_id)
         os.nice(CAMERA_NICE)  # after start-up: at low priority on a loaded machine that alone took minutes
         while True:
@@ -282,7 +284,7 @@ def camera_process(conn, model_path: str, cameras: list[tuple[str, Intrinsics]],
             stamp_ns = round(snapshot.time * 1e9)
             for name, rgb in renderer.render(snapshot).items():
                 image_pub, info_pub, info, frame_id = publishers[name]
-                info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+                info.header.stamp = ns_to_stamp(stamp_ns)
                 image_pub.publish(image_msg(rgb, "rgb8", frame_id, stamp_ns))
                 info_pub.publish(info)
             published += 1

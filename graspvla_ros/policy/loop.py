@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graspvla_ros.chunk import ActionChunk, Pose
-from graspvla_ros.interfaces import ControllerState
+from graspvla_ros.interfaces import VIEWS, ControllerState
 from graspvla_ros.policy.backend import Backend, PolicyOutput
 from graspvla_ros.policy.episode import Episode, Home, Pick, Stop
 from graspvla_ros.policy.observation import (CommandedHistory, Frame, GripperHistory, Observation, PoseHistory, Skip,
@@ -41,7 +41,6 @@ from graspvla_ros.settings import params
 
 __all__ = ["BUSY_STATES", "LIVE", "QUIET_SKIPS", "VIEWS", "Cycle", "PolicyLoop", "Skip"]
 
-VIEWS = ("front", "side")
 FRAMES_KEPT = 4         # per view: enough to pair views that arrive a frame apart
 STALLED_S = 2.0         # no new view pair for this long: the cameras stalled (not just between frames)
 # Controller states in which a chunk would be refused or is pointless: the cycle is skipped.

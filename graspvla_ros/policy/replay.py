@@ -20,6 +20,8 @@ import numpy as np
 
 from graspvla_ros.bag.reader import Bag, BagError
 from graspvla_ros.chunk import ActionChunk, Pose
+from graspvla_ros.interfaces import (ACTION_CHUNK, DEBUG_TIMINGS, EE_POSE, GRIPPER_COMMAND, INSTRUCTION, VIEWS,
+                                     camera_info_topic, camera_topics, image_topic, stamp_ns)
 from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.loop import Cycle, PolicyLoop
 from graspvla_ros.policy.observation import Frame, Skip
@@ -27,15 +29,10 @@ from graspvla_ros.policy.settings import PolicySettings
 from graspvla_ros.preprocess import crop_from_camera_info, image_from_msg
 from graspvla_ros.settings import build, params
 
-VIEWS = ("front", "side")
-IMAGE = "/{}/color/image_raw"
-INFO = "/{}/color/camera_info"
-POSE = "/graspvla/ee_pose"
-GRIPPER = "/graspvla/gripper_command"
-INSTRUCTION = "/graspvla/instruction"
-CHUNK = "/graspvla/action_chunk"
-TIMINGS = "/graspvla/debug/timings"
-REQUIRED = tuple(t.format(v) for v in VIEWS for t in (IMAGE, INFO)) + (POSE, INSTRUCTION, CHUNK, TIMINGS)
+# the default graph's absolute camera topics, as the recorder writes them
+IMAGES = {image_topic(f"/{v}"): v for v in VIEWS}
+INFOS = {camera_info_topic(f"/{v}"): v for v in VIEWS}
+REQUIRED = (*camera_topics(), EE_POSE, INSTRUCTION, ACTION_CHUNK, DEBUG_TIMINGS)
 DEFAULT_ATOL = 1e-4
 
 
@@ -46,7 +43,7 @@ def _store():
 
 
 def _ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_ns(stamp.sec, stamp.nanosec)
 
 
 def _pose(position, orientation) -> Pose:
@@ -83,16 +80,17 @@ class Recording:
                            f"(it has: {', '.join(sorted(t for t in bag.topics if bag.topics[t].count)) or 'none'})")
         store = _store()
         poses, gripper, chunks, timings, instructions = [], [], [], {}, []
-        first = [POSE, INSTRUCTION, CHUNK, TIMINGS] + ([GRIPPER] if GRIPPER in bag.topics else [])
+        first = [EE_POSE, INSTRUCTION, ACTION_CHUNK, DEBUG_TIMINGS]
+        first += [GRIPPER_COMMAND] if GRIPPER_COMMAND in bag.topics else []
         for msg in bag.messages(first):
             m = store.deserialize_cdr(msg.data, msg.msgtype)
-            if msg.topic == POSE:
+            if msg.topic == EE_POSE:
                 poses.append((_ns(m.header.stamp), _pose(m.pose.position, m.pose.orientation)))
-            elif msg.topic == GRIPPER:
+            elif msg.topic == GRIPPER_COMMAND:
                 gripper.append((msg.timestamp, float(m.data)))
             elif msg.topic == INSTRUCTION:
                 instructions.append(m.data)
-            elif msg.topic == CHUNK:
+            elif msg.topic == ACTION_CHUNK:
                 chunks.append((_recorded_chunk(m), instructions[-1] if instructions else ""))
             else:
                 t = json.loads(m.data)
@@ -102,7 +100,8 @@ class Recording:
             t = timings.get(chunk.stamp_ns)
             if t is None or t.get("seed") is None or "side_stamp_ns" not in t:
                 raise BagError(f"{bag.path}: the chunk stamped {chunk.stamp_ns} has no replay notes (seed, view "
-                               f"stamps) on {TIMINGS}: recorded from a backend without a seed, or an older policy_node")
+                               f"stamps) on {DEBUG_TIMINGS}: recorded from a backend without a seed, or an older "
+                               "policy_node")
             if not instruction:
                 raise BagError(f"{bag.path}: the chunk stamped {chunk.stamp_ns} came before any instruction in the bag")
             cycles.append(RecordedCycle(len(cycles), chunk, t, instruction))
@@ -114,14 +113,12 @@ class Recording:
         """The images the cycles used, each with the crop its view's latest camera_info gave."""
         wanted = {("front", c.chunk.stamp_ns) for c in self.cycles} | {
             ("side", int(c.timing["side_stamp_ns"])) for c in self.cycles}
-        topics = {IMAGE.format(v): v for v in VIEWS}
-        infos = {INFO.format(v): v for v in VIEWS}
         crops = {}
-        for msg in self.bag.messages(list(topics) + list(infos)):
-            if msg.topic in infos:
-                crops[infos[msg.topic]] = crop_from_camera_info(store.deserialize_cdr(msg.data, msg.msgtype))
+        for msg in self.bag.messages([*IMAGES, *INFOS]):
+            if msg.topic in INFOS:
+                crops[INFOS[msg.topic]] = crop_from_camera_info(store.deserialize_cdr(msg.data, msg.msgtype))
                 continue
-            view = topics[msg.topic]
+            view = IMAGES[msg.topic]
             m = store.deserialize_cdr(msg.data, msg.msgtype)
             key = (view, _ns(m.header.stamp))
             if key in wanted and key not in self.frames:
@@ -170,7 +167,7 @@ def _recorded_chunk(msg) -> ActionChunk:
     """The chunk a recorded MultiDOFJointTrajectory carries (encoding: docs/interfaces.md)."""
     points = msg.points
     if len(points) < 2 or any(len(p.transforms) != 2 for p in points):
-        raise BagError(f"a recorded {CHUNK} message is not a chunk ({len(points)} points)")
+        raise BagError(f"a recorded {ACTION_CHUNK} message is not a chunk ({len(points)} points)")
     pose = lambda tr: _pose(tr.translation, tr.rotation)  # noqa: E731
     dt = (_ns(points[1].time_from_start) - _ns(points[0].time_from_start)) * 1e-9
     return ActionChunk.from_targets(_ns(msg.header.stamp), dt, msg.header.frame_id, pose(points[0].transforms[0]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graspvla_ros.interfaces import CONTROLLER
 from graspvla_ros.model.backends import BACKENDS as RUNTIMES
 from graspvla_ros.settings import setting
 
@@ -53,7 +54,7 @@ class PolicySettings:
     min_grasp_width: float = setting(0.005, 'm, a closed gripper measured narrower than this (/graspvla/gripper_width) '
                                             'holds nothing: no success')
     base_frame: str = setting('base', 'the frame chunks must be in and poses are published in')
-    controller: str = setting('/controller', "the controller node: its `state` topic and `hold`/`home` services")
+    controller: str = setting(CONTROLLER, "the controller node: its `state` topic and `hold`/`home` services")
 
     def __post_init__(self) -> None:
         """A bad value fails here, at start or when set live, with its reason."""
