@@ -64,3 +64,20 @@ def test_flange_velocity_accounts_for_the_tcp_offset():
     np.testing.assert_allclose(mid.flange.position, poses[1].position - r, atol=1e-12)
     # the TCP of the flange pose is the planned TCP
     np.testing.assert_allclose(planner.flange_to_tcp(mid.flange, offset).position, poses[1].position, atol=1e-12)
+
+
+def test_a_twist_over_the_limits_is_scaled_down_whole():
+    """0.5 rad/s against a 0.3 rad/s limit: the twist (linear and angular together, so the
+    flange and the TCP still agree) is scaled to the limit; one within both is left alone."""
+    offset = 0.03
+    poses = [Pose(ANCHOR.position + [0.01 * k, 0, 0], Rotation.from_rotvec([0, 0, 0.05 * k]).as_matrix() @ ANCHOR.rotation)
+             for k in range(4)]
+    waypoints = [Waypoint(NOW + k * 100_000_000, p, 0.0) for k, p in enumerate(poses[1:], start=1)]
+    free = planner.streaming_setpoints(poses[0], waypoints, NOW, offset)[0]
+    limited = planner.streaming_setpoints(poses[0], waypoints, NOW, offset, (1.0, 0.3))[0]
+    np.testing.assert_allclose(np.linalg.norm(limited.angular), 0.3, rtol=1e-9)
+    np.testing.assert_allclose(limited.linear, free.linear * 0.6, atol=1e-12)
+    np.testing.assert_allclose(limited.flange.position, free.flange.position)
+    assert limited.duration == free.duration
+    roomy = planner.streaming_setpoints(poses[0], waypoints, NOW, offset, (1.0, 1.0))[0]
+    np.testing.assert_allclose(roomy.angular, free.angular)

@@ -86,6 +86,19 @@ def test_official_blocking_waits_for_a_chunk_planned_after_the_motion(executor):
     wait_for(accepted, 5, "a chunk planned from the still arm accepted")
 
 
+def test_a_late_chunk_is_run_not_refused_by_the_planner(executor):
+    """A chunk 90 ms late: its first waypoint is due in 10 ms with a whole step's turn, a
+    waypoint velocity above franky's limits (2.5 rad/s × 0.3), which its planner refuses as
+    invalid input (-100: the arm held, the chunk lost). The twist is scaled to the limits: the
+    chunk runs, no fault, and the arm turns."""
+    start = executor.read_state().ee
+    late = executor.clock() - 90_000_000
+    executor.submit(make_chunk(executor, [[0.005, 0, 0, 0, 0, 0.05, 0]] * 4, stamp=late))
+    end = wait_still(executor).ee
+    assert not executor.faults, dict(executor.faults)
+    assert end.rotation_to(start) > 0.1, "the arm did not turn"
+
+
 def test_streaming_never_stops_between_chunks(executor):
     """12 chunks at 5 Hz along +y at 5 cm/s: no reflex, and the arm keeps moving through every
     chunk switch (it would stop if each chunk ended in a standstill): 30–100 ms of robot time

@@ -22,6 +22,7 @@ from graspvla_ros.control.settings import Compliance, ContactSettings
 
 log = logging.getLogger(__name__)
 WAIT_REPORT_S = 30.0  # while the robot does not answer at start, say so again this often
+TWIST_MARGIN = 0.9    # of franky's Cartesian velocity limits, for the waypoint velocities of streaming
 # Connections given up because the robot stopped answering. They are never destroyed: libfranka's
 # destructor sends a stop and waits for its answer forever, holding the GIL (it froze the whole
 # process when the last reference to such a connection went). One entry per lost connection.
@@ -99,6 +100,7 @@ class FrankyArm:
         self.dry_run = dry_run
         self.on_planned = on_planned  # the TCP poses of every motion commanded (or, dry, not commanded)
         self.contact = ContactLatch(threading.Event())
+        self.last_motion = ""  # what move_through last commanded, said when the planner refuses it
         self._rng = np.random.default_rng()
         config = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
         start = time.monotonic()
@@ -120,7 +122,7 @@ class FrankyArm:
                 time.sleep(0.5)
             except Exception as err:  # libfranka raises several exception types here
                 raise explain_connection_error(host, err) from err
-        self.robot.relative_dynamics_factor = dynamics_factor
+        self.set_dynamics_factor(dynamics_factor)
         self.robot.set_cartesian_impedance(list(compliance.cartesian_impedance))
         self.robot.set_collision_behavior([compliance.torque_threshold] * 7, [compliance.force_threshold] * 6)
 
@@ -198,6 +200,10 @@ class FrankyArm:
             f.Duration(max(1, int(round(s.duration * 1e3))))) for s in setpoints]
         self._replace(self._with_contact_reaction(f.CartesianWaypointMotion(waypoints)), f.ControlSignalType.CartesianPose,
                       [flange_to_tcp(s.flange, self.tcp_offset) for s in setpoints])
+        self.last_motion = (f"{len(setpoints)} set-points, flange ≤ {max(np.linalg.norm(s.linear) for s in setpoints):.3f} "
+                            f"m/s and ≤ {max(np.linalg.norm(s.angular) for s in setpoints):.3f} rad/s (limits "
+                            "{:.3f}, {:.3f}), the first ".format(*self.twist_limits()) +
+                            f"{setpoints[0].duration * 1e3:.0f} ms ahead")
 
     def move_to(self, tcp: Pose, contact: bool = True) -> None:
         """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp` (with the
@@ -238,6 +244,14 @@ class FrankyArm:
     def set_dynamics_factor(self, factor: float) -> None:
         """franky's global velocity/acceleration/jerk scale, for the motions started after this."""
         self.robot.relative_dynamics_factor = factor
+        self._dynamics_factor = factor
+
+    def twist_limits(self) -> tuple[float, float]:
+        """The fastest flange twist (m/s, rad/s) a Cartesian waypoint may pass with: franky's
+        velocity limits × the dynamics factor, less a margin. Ruckig refuses a waypoint velocity
+        above them as invalid input ("Motion planner failed with error code -100")."""
+        scale = TWIST_MARGIN * self._dynamics_factor
+        return (scale * self.robot.translation_velocity_limit.get(), scale * self.robot.rotation_velocity_limit.get())
 
     # --- errors ----------------------------------------------------------------------------
     def recover(self) -> None:

@@ -85,12 +85,15 @@ def flange_to_tcp(flange: Pose, tcp_offset: float) -> Pose:
 
 
 def streaming_setpoints(start: Pose, waypoints: list[Waypoint] | tuple[Waypoint, ...], now_ns: int,
-                        tcp_offset: float) -> list[Setpoint]:
+                        tcp_offset: float, twist_limits: tuple[float, float] = (np.inf, np.inf)) -> list[Setpoint]:
     """Set-points through every waypoint, each reached at its due time with the TCP velocity of
     the path there (central differences over the neighbours), at rest at the last one.
 
     The TCP velocity is turned into the flange's: v_flange = v_tcp − ω × r, with r the flange →
-    TCP vector in the base frame (a rotating hand moves its flange and its TCP differently)."""
+    TCP vector in the base frame (a rotating hand moves its flange and its TCP differently). A
+    twist faster than `twist_limits` (m/s, rad/s) is scaled down whole, keeping its direction:
+    the planner refuses a waypoint velocity above its limits, and the waypoint is then passed
+    slower (its due time becomes a minimum)."""
     poses = [start] + [w.pose for w in waypoints]
     times = [now_ns * 1e-9] + [w.stamp_ns * 1e-9 for w in waypoints]
     out = []
@@ -102,7 +105,9 @@ def streaming_setpoints(start: Pose, waypoints: list[Waypoint] | tuple[Waypoint,
         else:
             lin, ang = np.zeros(3), np.zeros(3)
         r = poses[k].rotation[:, 2] * tcp_offset
-        out.append(Setpoint(tcp_to_flange(poses[k], tcp_offset), lin - np.cross(ang, r), ang,
+        lin = lin - np.cross(ang, r)
+        scale = min(1.0, twist_limits[0] / max(np.linalg.norm(lin), 1e-12), twist_limits[1] / max(np.linalg.norm(ang), 1e-12))
+        out.append(Setpoint(tcp_to_flange(poses[k], tcp_offset), lin * scale, ang * scale,
                             max(1e-3, times[k] - times[k - 1])))
     return out
 
