@@ -61,3 +61,27 @@ def write_episode(path, n=20, **kw):
             w.write(SIDE, t + 1000, image(t, i + 100))
             w.write("/graspvla/status", t + 2000, string(f"s{i}"))
     return path
+
+
+def graph_waiter(graph, wait_for):
+    """`until(predicate, timeout, what)`: `wait_for` that also ends, failing, when a node of
+    `graph` exited."""
+    def until(predicate, timeout, what):
+        wait_for(lambda: predicate() or graph.failed(), timeout, what)
+        assert not graph.failed(), graph.failed()
+    return until
+
+
+def say_until(until, say, text: str, answered, what: str, tries: int = 5) -> None:
+    """Publish the instruction `text` until `answered()` (30 s each): the first instruction can
+    be lost while discovery completes."""
+    for _ in range(tries - 1):
+        say.publish(String(data=text))
+        try:
+            until(answered, 30, what)
+            return
+        except AssertionError:
+            continue
+    say.publish(String(data=text))
+    until(answered, 30, what)
+

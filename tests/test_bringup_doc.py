@@ -106,9 +106,19 @@ def stack(new_loopback_host):
         yield graph
 
 
-def _run(command: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
-    return subprocess.run([*_sim(command), "--timeout", str(timeout)], capture_output=True, text=True,
-                          timeout=timeout + 120, env=os.environ.copy())
+UNMATCHED = ("no stack is running", "no policy is running", "no controller is running")
+
+
+def _run(command: str, timeout: float = 20.0, tries: int = 3) -> subprocess.CompletedProcess:
+    """The command, run again (up to `tries` times) when its fresh DDS participant matched
+    none of the stack's: it then says "no … is running" and sent nothing. Fast DDS's TCP
+    transport (LARGE_DATA) leaves about one participant pair in a hundred unmatched."""
+    for _ in range(tries):
+        out = subprocess.run([*_sim(command), "--timeout", str(timeout)], capture_output=True, text=True,
+                             timeout=timeout + 120, env=os.environ.copy())
+        if out.returncode == 0 or not out.stdout.startswith(UNMATCHED):
+            break
+    return out
 
 
 def _status(command: str) -> tuple[dict, str]:
@@ -152,7 +162,7 @@ def test_the_first_grasp_commands_against_the_sim(stack):
     commands = {c.split()[1]: c for c, hardware in doc_commands(DOC)
                 if c.startswith("graspvla ") and not c.startswith("graspvla doctor")}
     assert set(commands) == {"status", "say", "stop", "home"}
-    wait_for(lambda: _run(commands["status"], 5).returncode == 0 or stack.failed(), 240, "the stack to answer")
+    wait_for(lambda: _run(commands["status"], 5, tries=1).returncode == 0 or stack.failed(), 240, "the stack to answer")
     _, state = _status(commands["status"])
     assert state in ("IDLE", "HOLDING"), state
     out = _run(commands["say"])

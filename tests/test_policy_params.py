@@ -23,6 +23,7 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
+from helpers import graph_waiter, say_until
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.chunk import Pose
 from graspvla_ros.graph import policy
@@ -85,18 +86,10 @@ def test_live_parameters_change_the_running_policy_and_read_only_ones_are_refuse
     publisher.start()
     try:
         with Bringup([policy(backend="expert", rate_hz=5.0, max_image_age=1.0)]) as graph:
-            def until(predicate, timeout, what):
-                wait_for(lambda: predicate() or graph.failed(), timeout, what)
-                assert not graph.failed(), graph.failed()
+            until = graph_waiter(graph, wait_for)
 
             until(lambda: say.get_subscription_count() > 0, 120, "the policy")
-            for _ in range(5):   # the first instruction can be lost while discovery completes
-                say.publish(String(data="pick up the red cube"))
-                try:
-                    until(lambda: chunks, 30, "the first chunk")
-                    break
-                except AssertionError:
-                    continue
+            say_until(until, say, "pick up the red cube", lambda: chunks, "the first chunk")
             until(lambda: len(chunks) >= 6, 120, "chunks at 5 Hz")
             gap = (chunks[-1] - chunks[-6]) / 5
 

@@ -10,7 +10,7 @@ import pytest
 from std_msgs.msg import String
 
 from conftest import wait_for
-from helpers import SIM_CAMERAS
+from helpers import SIM_CAMERAS, graph_waiter, say_until
 from graspvla_ros import cli
 from graspvla_ros.bag import BagWriter, open_bag
 from graspvla_ros.bringup import Bringup
@@ -57,19 +57,11 @@ def episode_bag(tmp_path_factory, new_loopback_host):
 
     try:
         with Bringup(specs) as graph:
-            def until(predicate, timeout, what):
-                wait_for(lambda: predicate() or graph.failed(), timeout, what)
-                assert not graph.failed(), graph.failed()
+            until = graph_waiter(graph, wait_for)
 
             until(lambda: say.get_subscription_count() >= 2 and recorder_has_all(), 300,
                   "the policy (tiny checkpoint) and the recorder")
-            for _ in range(5):   # the first instruction can be lost while discovery completes
-                say.publish(String(data="pick up the banana"))
-                try:
-                    until(lambda: timings, 30, "the first cycle")
-                    break
-                except AssertionError:
-                    continue
+            say_until(until, say, "pick up the banana", lambda: timings, "the first cycle")
             # + 2: the first cycles may answer views or poses from just before the bag began
             until(lambda: len(timings) >= CYCLES + 2, 300, f"{CYCLES + 2} cycles")
     finally:
