@@ -171,14 +171,14 @@ def compare(ex: ArmController, speed: float) -> str:
     ex.strategy = Strategy.STREAMING
     ex.home()
     path = square_path(ex.read_state().ee, side=speed * 1.0, speed=speed, gripper_hold=0.0)
-    reflexes = ex.reflex_count
+    reflexes = sum(ex.faults.values())
     streaming = run_streaming(ex, path)
-    streaming_reflexes = ex.reflex_count - reflexes
+    streaming_reflexes = sum(ex.faults.values()) - reflexes
     ex.home()
     ex.strategy = Strategy.OFFICIAL_BLOCKING
-    reflexes = ex.reflex_count
+    reflexes = sum(ex.faults.values())
     blocking = run_blocking(ex, path)
-    blocking_reflexes = ex.reflex_count - reflexes
+    blocking_reflexes = sum(ex.faults.values()) - reflexes
     m = streaming["metrics"]
     edge = f"{path.cruise_speed * 100:.0f} cm square at {path.cruise_speed * 100:.0f} cm/s"
     return (f"| {edge} | streaming | {streaming['chunks']} | {streaming['total']:.2f} s | {streaming['sim_speed']:.2f}× "
@@ -195,10 +195,10 @@ def main() -> None:
         ex.home()
         latency = [latency_row("arm at rest", receipt_to_motion_latency(ex)),
                    latency_row("replacing a running motion", replacement_latency(ex))]
-        latency_errors = ex.reflex_count
+        latency_errors = sum(ex.faults.values())
         rows = [compare(ex, speed) for speed in SPEEDS]
         rejected = dict(ex.rejections.counts)
-        dynamics = ex.dynamics_factor
+        dynamics = ex.settings.relative_dynamics_factor
     table = "\n".join(rows)
     md = f"""## Controller (franky executor on franky-sim)
 
@@ -225,7 +225,7 @@ are busy, which stretches blocking runs in wall-clock time, while streaming foll
 wall-clock due times (the arm trails them, and the tracking error, taken against the wall-clock
 reference, grows as the sim slows).
 
-| path | strategy | chunks | total time | sim speed | final error | tracking error rms / max | min speed at chunk switches | reflex errors | speed-up (goal ≥ 2×) |
+| path | strategy | chunks | total time | sim speed | final error | tracking error rms / max | min speed at chunk switches | robot faults (any kind) | speed-up (goal ≥ 2×) |
 |---|---|---|---|---|---|---|---|---|---|
 {table}
 
@@ -234,7 +234,7 @@ observed every {CHUNK_PERIOD:.1f} s); official_blocking does not wait for due ti
 {INFERENCE_LATENCY * 1e3:.0f} ms of inference per chunk at rest and a stop per chunk, and moves on from
 each waypoint after ≤ {STEP_DT:.1f} s, so at these speeds it can finish first.
 
-Motion errors recovered during the latency trials: {latency_errors}. Rejections over the whole run:
+Robot faults (any kind, recovered) during the latency trials: {latency_errors}. Rejections over the whole run:
 {rejected or 'none'}.
 """
     print(md)
