@@ -27,7 +27,7 @@ PACKAGE = "graspvla_ros"
 CORE, LIBRARIES, NODES, APPLICATIONS = 0, 1, 2, 3
 LAYERS = {
     "chunk": CORE, "interfaces": CORE, "settings": CORE, "deployment": CORE, "safety": CORE,
-    "preprocess": CORE, "process": CORE, "checks": CORE, "dds": CORE, "camera": CORE, "model": CORE,
+    "preprocess": CORE, "process": CORE, "lazy": CORE, "checks": CORE, "dds": CORE, "camera": CORE, "model": CORE,
     "control": LIBRARIES, "calibration": LIBRARIES, "bag": LIBRARIES, "sim": LIBRARIES, "policy": LIBRARIES,
     "nodes": NODES,
     "commands": APPLICATIONS, "cli": APPLICATIONS, "graph": APPLICATIONS, "bringup": APPLICATIONS,

@@ -5,14 +5,10 @@ Pure core: no rclpy. The nodes (`recorder_node`, `player_node`) are thin adapter
 names below load their module on first use, so that `graspvla_ros.bag.settings` (which the
 launch file reads on the system Python) imports without rosbags.
 """
-from importlib import import_module
+from graspvla_ros.lazy import attribute_loader
 
 _MODULES = {"Bag": "reader", "BagError": "reader", "Message": "reader", "open_bag": "reader",
             "BagWriter": "writer", "episode_metadata": "writer"}
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str):
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+__getattr__ = attribute_loader(__name__, _MODULES)

@@ -5,7 +5,7 @@ The names below load their module on first use: calibration and the sim use `int
 the launch file reads `settings` on the system Python, without loading pyrealsense2 (which must
 load after rclpy in a ROS process: nodes/camera_node.py).
 """
-from importlib import import_module
+from graspvla_ros.lazy import attribute_loader
 
 _MODULES = {"ClockMapper": "clock", "CameraDriver": "driver", "DriverStatus": "driver", "StampedFrames": "driver",
             "CameraFrames": "source", "DeviceNotFound": "source", "Intrinsics": "intrinsics", "PlaybackFile": "source",
@@ -13,8 +13,4 @@ _MODULES = {"ClockMapper": "clock", "CameraDriver": "driver", "DriverStatus": "d
             "CameraSettings": "settings", "StreamSettings": "settings"}
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str):
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+__getattr__ = attribute_loader(__name__, _MODULES)
