@@ -85,3 +85,21 @@ def say_until(until, say, text: str, answered, what: str, tries: int = 5) -> Non
     say.publish(String(data=text))
     until(answered, 30, what)
 
+
+UNMATCHED = ("no stack is running", "no policy is running", "no controller is running")
+
+
+def run_command(argv: list[str], timeout: float, tries: int = 3, answered=lambda out: True):
+    """A `graspvla` command run in a subprocess, again (up to `tries` times) when its fresh DDS
+    participant matched none of the stack's (it then says "no … is running" and sent nothing;
+    Fast DDS's TCP transport, LARGE_DATA, leaves about one participant pair in a hundred
+    unmatched) or `answered(out)` is false."""
+    import os
+    import subprocess
+
+    for _ in range(tries):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+        if not out.stdout.startswith(UNMATCHED) and answered(out):
+            break
+    return out
+

@@ -5,7 +5,6 @@ settings are the ones the doctor accepts; the slow mode's parameter is live on t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -17,7 +16,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 
 from conftest import wait_for
-from helpers import SIM_CAMERAS, doc_commands
+from helpers import SIM_CAMERAS, doc_commands, run_command
 from graspvla_ros import dds
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.checks import OK
@@ -106,19 +105,8 @@ def stack(new_loopback_host):
         yield graph
 
 
-UNMATCHED = ("no stack is running", "no policy is running", "no controller is running")
-
-
 def _run(command: str, timeout: float = 20.0, tries: int = 3) -> subprocess.CompletedProcess:
-    """The command, run again (up to `tries` times) when its fresh DDS participant matched
-    none of the stack's: it then says "no … is running" and sent nothing. Fast DDS's TCP
-    transport (LARGE_DATA) leaves about one participant pair in a hundred unmatched."""
-    for _ in range(tries):
-        out = subprocess.run([*_sim(command), "--timeout", str(timeout)], capture_output=True, text=True,
-                             timeout=timeout + 120, env=os.environ.copy())
-        if out.returncode == 0 or not out.stdout.startswith(UNMATCHED):
-            break
-    return out
+    return run_command([*_sim(command), "--timeout", str(timeout)], timeout + 120, tries)
 
 
 def _status(command: str) -> tuple[dict, str]:

@@ -16,7 +16,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
-from helpers import SIM_CAMERAS
+from helpers import SIM_CAMERAS, run_command
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.deployment import HOME_POSITION
 from graspvla_ros.graph import configure, sim_graph
@@ -194,21 +194,13 @@ def test_stop_holds_the_arm(stack, rec):
 
 
 def test_cli_talks_to_the_running_stack(stack, rec):
-    import os
-    import subprocess
     import sys
 
     def cli(*args):
-        """Run again when the command's fresh participant matched nothing of the stack ("no …
-        is running": sent nothing), or the policy's status did not reach it in time."""
-        for _ in range(3):
-            out = subprocess.run([sys.executable, "-m", "graspvla_ros.cli", *args, "--timeout", "20"],
-                                 env=os.environ.copy(), capture_output=True, text=True, timeout=180)
-            unmatched = out.stdout.startswith("no ")
-            status_missing = args[0] == "status" and "policy: {" not in out.stdout
-            if not (unmatched or status_missing):
-                break
-        return out
+        """Run again when the command matched nothing of the stack, or (status) the policy's
+        status did not reach it in time."""
+        return run_command([sys.executable, "-m", "graspvla_ros.cli", *args, "--timeout", "20"], 180,
+                           answered=lambda out: args[0] != "status" or "policy: {" in out.stdout)
 
     out = cli("status")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -100,7 +100,7 @@ class FrankyArm:
         self.dry_run = dry_run
         self.on_planned = on_planned  # the TCP poses of every motion commanded (or, dry, not commanded)
         self.contact = ContactLatch(threading.Event())
-        self.last_motion = ""  # what move_through last commanded, said when the planner refuses it
+        self._last_setpoints: list[Setpoint] = []  # what move_through last commanded
         self._rng = np.random.default_rng()
         config = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
         start = time.monotonic()
@@ -200,10 +200,7 @@ class FrankyArm:
             f.Duration(max(1, int(round(s.duration * 1e3))))) for s in setpoints]
         self._replace(self._with_contact_reaction(f.CartesianWaypointMotion(waypoints)), f.ControlSignalType.CartesianPose,
                       [flange_to_tcp(s.flange, self.tcp_offset) for s in setpoints])
-        self.last_motion = (f"{len(setpoints)} set-points, flange ≤ {max(np.linalg.norm(s.linear) for s in setpoints):.3f} "
-                            f"m/s and ≤ {max(np.linalg.norm(s.angular) for s in setpoints):.3f} rad/s (limits "
-                            "{:.3f}, {:.3f}), the first ".format(*self.twist_limits()) +
-                            f"{setpoints[0].duration * 1e3:.0f} ms ahead")
+        self._last_setpoints = setpoints
 
     def move_to(self, tcp: Pose, contact: bool = True) -> None:
         """Start (asynchronously) a motion that ends at rest at the TCP pose `tcp` (with the
@@ -242,16 +239,23 @@ class FrankyArm:
         self.robot.poll_motion()
 
     def set_dynamics_factor(self, factor: float) -> None:
-        """franky's global velocity/acceleration/jerk scale, for the motions started after this."""
+        """franky's global velocity/acceleration/jerk scale, for the motions started after this.
+        `twist_limits` follows it: the fastest flange twist (m/s, rad/s) a Cartesian waypoint may
+        pass with, franky's velocity limits × the factor less a margin (ruckig refuses a waypoint
+        velocity above them as invalid input: "Motion planner failed with error code -100")."""
         self.robot.relative_dynamics_factor = factor
-        self._dynamics_factor = factor
+        scale = TWIST_MARGIN * factor
+        self.twist_limits = (scale * self.robot.translation_velocity_limit.get(),
+                             scale * self.robot.rotation_velocity_limit.get())
 
-    def twist_limits(self) -> tuple[float, float]:
-        """The fastest flange twist (m/s, rad/s) a Cartesian waypoint may pass with: franky's
-        velocity limits × the dynamics factor, less a margin. Ruckig refuses a waypoint velocity
-        above them as invalid input ("Motion planner failed with error code -100")."""
-        scale = TWIST_MARGIN * self._dynamics_factor
-        return (scale * self.robot.translation_velocity_limit.get(), scale * self.robot.rotation_velocity_limit.get())
+    def last_motion(self) -> str:
+        """The streaming motion last commanded, in a line (said when the planner refuses it)."""
+        points = self._last_setpoints
+        if not points:
+            return "not a chunk's"
+        return (f"{len(points)} set-points, flange ≤ {max(np.linalg.norm(p.linear) for p in points):.3f} m/s and "
+                f"≤ {max(np.linalg.norm(p.angular) for p in points):.3f} rad/s (limits {self.twist_limits[0]:.3f}, "
+                f"{self.twist_limits[1]:.3f}), the first {points[0].duration * 1e3:.0f} ms ahead")
 
     # --- errors ----------------------------------------------------------------------------
     def recover(self) -> None:

@@ -59,7 +59,7 @@ class Recovery:
         elif kind in ("reflex", "busy"):
             self.reflex(err)
         elif kind == "planner":
-            log.warning("the motion it refused: %s", ctl.arm.last_motion or "not a chunk's")
+            log.warning("the motion it refused: %s", ctl.arm.last_motion())
             self.hold(f"motion planner failed ({err})")
         elif kind == "motion_type":
             with ctl.gate.lock:

@@ -89,7 +89,7 @@ class Streaming(ChunkStrategy):
         return planner.latency_compensate(chunk.targets, now_ns)
 
     def move(self, ctl, epoch, path, here, last, gripper):
-        setpoints = planner.streaming_setpoints(here, path, ctl.clock(), ctl.arm.tcp_offset, ctl.arm.twist_limits())
+        setpoints = planner.streaming_setpoints(here, path, ctl.clock(), ctl.arm.tcp_offset, ctl.arm.twist_limits)
         ctl.gate.issue(epoch, ctl.arm.move_through, setpoints)
         if gripper:
             reach = max(0.0, (path[-1].stamp_ns - ctl.clock()) * 1e-9) + ctl.timing.reach_timeout
