@@ -121,8 +121,11 @@ def ros_node(request):
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     yield node
-    executor.shutdown()
-    thread.join(timeout=5)
+    # The node is destroyed only once its spin thread has ended: destroying it while the thread
+    # still waits on it (a loaded machine: the join outlived a 5 s timeout) crashed the process.
+    executor.shutdown(timeout_sec=60)
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the test node's executor did not stop within 60 s"
     node.destroy_node()
     rclpy.shutdown(context=context)
 

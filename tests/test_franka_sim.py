@@ -93,7 +93,7 @@ def test_a_late_chunk_is_run_not_refused_by_the_planner(executor):
     chunk runs, no fault, and the arm turns."""
     start = executor.read_state().ee
     late = executor.clock() - 90_000_000
-    executor.submit(make_chunk(executor, [[0.005, 0, 0, 0, 0, 0.05, 0]] * 4, stamp=late))
+    executor.submit(make_chunk(executor, [[0.005, 0, 0, 0, 0, 0.05, 0]] * 8, stamp=late))
     end = wait_still(executor).ee
     assert not executor.faults, dict(executor.faults)
     assert end.rotation_to(start) > 0.1, "the arm did not turn"
