@@ -61,24 +61,24 @@ class MotionGate:
 
     def wait(self, epoch: int, done: Callable[[], bool], timeout: float, poll: float = 0.005,
              contact: bool = True) -> bool:
-        """Check `done` every `poll` s until true or `timeout` s passed, both on the controller's
-        clock (sim time in the sim graph: a slowed simulator slows the waits with it); checks the
-        epoch (and, with `contact`, the contact reaction) every 5 ms meanwhile. A clock that
-        stops (no /clock) ends the wait after 10× its timeout of wall time."""
-        start = next_check = self.clock()
-        backstop = time.monotonic() + 10 * timeout + 1.0
+        """Check `done` every `poll` s of wall time until true, or until `timeout` s passed on the
+        controller's clock (sim time in the sim graph: a slowed simulator slows the timeout with
+        it); checks the epoch (and, with `contact`, the contact reaction) every 5 ms meanwhile.
+        `done` is polled on wall time so that a stalled clock cannot hide a motion that ended; a
+        clock that stops (no /clock) ends the wait after 10× its timeout of wall time."""
+        start = self.clock()
+        next_poll = time.monotonic()
+        backstop = next_poll + 10 * timeout + 1.0
         while True:
             self.check(epoch)
             if contact:
                 self.check_contact()
-            now = self.clock()
-            if now >= next_check:
+            wall = time.monotonic()
+            if wall >= next_poll:
                 if done():
                     return True
-                if now - start >= timeout * 1e9:
-                    return False
-                next_check = now + round(poll * 1e9)
-            if time.monotonic() >= backstop:
+                next_poll = wall + poll
+            if self.clock() - start >= timeout * 1e9 or wall >= backstop:
                 return False
             time.sleep(0.005)
 
