@@ -88,6 +88,32 @@ def test_each_reason_a_cycle_is_skipped():
         loop.add_frame("top", Frame(stamp, RGB))
 
 
+def test_views_newer_than_the_newest_pose_wait_for_the_pose_at_their_exposure():
+    """The anchor is interpolated between the samples around the exposure: taking the newest
+    sample instead put it up to 50 ms of motion off (2 mm at the arm's speed in CI)."""
+    loop = _loop()
+    loop.instruct(Pick("red cube"), "pick up the red cube", T0)
+    front = T0 + 1000 * MS + 2_500_000
+    _poses(loop, T0 - 200 * MS, front - 2_500_000)
+    _views(loop, front)
+    skip = _skip(loop, front + 30 * MS)
+    assert skip.reason == "pose_pending", "the pose that covers the views is due in a few ms"
+    loop.add_pose(front + 2_500_000, _moving(front + 2_500_000))
+    anchor = loop.cycle(front + 35 * MS).chunk.anchor
+    assert anchor.translation_to(_moving(front)) < 1e-9 and anchor.rotation_to(_moving(front)) < 1e-6
+
+
+def test_a_pose_stream_that_stays_behind_the_views_gives_its_newest_pose_after_50_ms():
+    loop = _loop()
+    loop.instruct(Pick("red cube"), "pick up the red cube", T0)
+    front = T0 + 1000 * MS
+    _poses(loop, T0 - 200 * MS, front - 5 * MS)
+    _views(loop, front)
+    assert _skip(loop, front + 49 * MS).reason == "pose_pending"
+    anchor = loop.cycle(front + 50 * MS).chunk.anchor
+    assert anchor.translation_to(_moving(front - 5 * MS)) < 1e-9
+
+
 def test_a_chunk_is_stamped_and_anchored_at_the_front_views_exposure_with_its_proprio():
     published = []
     loop = _loop(published=published)

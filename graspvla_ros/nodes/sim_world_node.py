@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.process import die_with_parent
 from graspvla_ros.settings import build, inline, params, setting
+from graspvla_ros.sim.pace import PaceMonitor
 from graspvla_ros.sim.render import Snapshot, SnapshotRenderer, save_model
 from graspvla_ros.sim.scene import OBJECTS, object_spec
 from graspvla_ros.sim.settings import SimWorldSettings
@@ -80,6 +82,7 @@ class SimWorldNode(Node):
         self._target = ""
         self.world = SimWorld.from_settings(s.world)
         self.clock_pub = self.create_publisher(Clock, CLOCK, 10)
+        self.pace = PaceMonitor()
         self.names_pub = self.create_publisher(String, SIM_OBJECT_NAMES, LATCHED)
         self.poses_pub = self.create_publisher(PoseArray, SIM_OBJECT_POSES, 10)
         self.target_pub = self.create_publisher(String, SIM_TARGET, LATCHED)
@@ -128,7 +131,11 @@ class SimWorldNode(Node):
             timer = self.create_timer(0.1, back)
 
     def _publish_clock(self) -> None:
-        self.clock_pub.publish(Clock(clock=ns_to_stamp(round(self.world.time() * 1e9))))
+        now = self.world.time()
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(round(now * 1e9))))
+        said = self.pace.update(time.monotonic(), now)
+        if said:
+            (self.get_logger().warning if self.pace.behind else self.get_logger().info)(said)
 
     def _set_target(self, name: str) -> None:
         if name:

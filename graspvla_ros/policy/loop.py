@@ -17,6 +17,9 @@ Invariants:
   the model never sees a moment twice and the controller never gets an older chunk after a newer one.
 - The proprio's gripper is the last COMMANDED state: the controller's reports once it has sent
   one; until then the gripper commands of the loop's own chunks, at their due time.
+- The anchor is the TCP pose measured at the front view's exposure, interpolated between the
+  two samples around it: a cycle whose views are newer than the newest pose waits for the next
+  sample (up to 50 ms after the exposure; after that the newest sample is taken).
 - `rate_hz` is a cap, not a clock: a cycle starts no sooner than 1/rate_hz after the previous
   one started, and as soon as new views allow after that.
 """
@@ -83,6 +86,7 @@ class PolicyLoop:
         self._lock = threading.Lock()
         self._new_input = threading.Condition(self._lock)   # views, an episode, stop: the worker may go on
         self._retimed = threading.Condition(self._lock)     # settings, stop: the rate cap's wait changes
+        self._pose_arrived = threading.Condition(self._lock)  # a TCP pose: a pending anchor may be there
         self._frames: dict[str, deque[Frame]] = {v: deque(maxlen=FRAMES_KEPT) for v in VIEWS}
         self._poses = PoseHistory()
         self._commanded = CommandedHistory()
@@ -115,6 +119,7 @@ class PolicyLoop:
         """The TCP pose the controller measured at `stamp_ns`."""
         with self._lock:
             self._poses.add(stamp_ns, pose)
+            self._pose_arrived.notify_all()
 
     def add_commanded(self, stamp_ns: int, pose: Pose) -> None:
         """A waypoint the controller commanded at `stamp_ns` (official_blocking announces each)."""
@@ -207,6 +212,10 @@ class PolicyLoop:
                 raise Skip("no_new_images" if waited < STALLED_S else "cameras_stalled",
                            f"no new view pair for {waited:.1f} s")
             front, side = pick_pair(fronts, sides, now_ns, s.max_view_skew, s.max_image_age)
+            newest = self._poses.newest
+            if newest is not None and newest[0] < front.stamp_ns \
+                    and now_ns - front.stamp_ns < self._poses.max_extrapolation_ns:
+                raise Skip("pose_pending", "the TCP pose at the views' exposure has not arrived yet")
             if s.history == "commanded":
                 if self._start is None:  # the official blocking client starts its history with the measured pose
                     self._start = (ep.start_ns, self._poses.at(front.stamp_ns))
@@ -273,6 +282,11 @@ class PolicyLoop:
             try:
                 on_cycle(self.cycle(self._clock()))
             except Skip as skip:
+                if skip.reason == "pose_pending":   # a wait of a few ms for the anchor, not a skip
+                    with self._lock:
+                        if not self._stopped:
+                            self._pose_arrived.wait(0.01)
+                    continue
                 on_skip(skip)
                 if skip.reason == "no_new_images":   # wait for a view, not for the rate cap
                     with self._lock:
@@ -289,3 +303,4 @@ class PolicyLoop:
             self._stopped = True
             self._new_input.notify_all()
             self._retimed.notify_all()
+            self._pose_arrived.notify_all()
