@@ -21,11 +21,12 @@ apt:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py
+$(VENV)/.installed: requirements.txt setup.py scripts/build_tf2_msgs
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	scripts/build_tf2_msgs $(VENV)
 	$(PY) -m pip check
 	@touch $@
 
