@@ -4,10 +4,11 @@ The graphs set `FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA` for every node (graph.ENV
 Fast DDS's default transports most 640×480 images are dropped. Fast DDS reads that variable from
 2.13 on; ROS 2 Humble's (2.6) ignores it silently, so there the transports must come from an XML
 profile, or the RMW must be Cyclone DDS with a large socket receive buffer. Also: a ROS domain of
-the stack's own, and (two hosts) one clock.
+the stack's own, and (two hosts) one clock. And tf2_msgs, for RViz's /tf.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -140,6 +141,18 @@ def rmem_max() -> int:
         return 0
 
 
+def tf_check(found: bool | None = None) -> Check:
+    """tf2_msgs: the /tf and /tf_static the nodes send for RViz and Foxglove (nothing else needs it)."""
+    if found is None:
+        found = importlib.util.find_spec("tf2_msgs") is not None
+    if found:
+        return ok("TF", "tf2_msgs found: the controller sends /tf base → TCP, the cameras /tf_static")
+    return warn("TF", "no tf2_msgs package: /tf and /tf_static are off, RViz/Foxglove show no transforms "
+                "(/graspvla/ee_pose still carries the TCP pose)",
+                "apt ROS: sudo apt install ros-$ROS_DISTRO-tf2-msgs; the PyPI wheels' venv: "
+                "scripts/build_tf2_msgs <venv> (`make venv` runs it)")
+
+
 def dds_checks(other_host: str | None = None, env: Mapping[str, str] = os.environ) -> list[Check]:
     return [transport_check(env, fastdds_version(library_dirs(env)), rmem_max()), domain_check(env),
-            clock_check(other_host)]
+            clock_check(other_host), tf_check()]

@@ -36,6 +36,8 @@ DEBUG_TIMINGS = "/graspvla/debug/timings"        # std_msgs/String: JSON per cyc
 # --- every node ---
 DIAGNOSTICS = "/diagnostics"                     # diagnostic_msgs/DiagnosticArray: each node's health, 1 Hz
 CLOCK = "/clock"                                 # rosgraph_msgs/Clock: sim time (sim_world) or bag time (player)
+TF = "/tf"                                       # tf2_msgs/TFMessage: base → TCP (controller), where tf2_msgs exists
+TF_STATIC = "/tf_static"                         # tf2_msgs/TFMessage, latched: base → each camera (calibration, sim)
 
 # --- the controller: private names of controller_node, CONTROLLER its name in the graphs ---
 CONTROLLER = "/controller"

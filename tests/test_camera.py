@@ -260,6 +260,34 @@ def test_camera_node_publishes_injected_frames(ros):
 
 
 @pytest.mark.ros
+def test_camera_node_latches_its_measured_extrinsics_on_tf_static(ros, tmp_path):
+    """RViz's base → camera: the pose calibration measured, latched for late subscribers; a
+    camera without a measured pose sends none."""
+    from rclpy.node import Node
+    from scipy.spatial.transform import Rotation
+    from tf2_msgs.msg import TFMessage
+
+    from graspvla_ros.calibration.store import CameraCalibration, write_calibration
+    from graspvla_ros.nodes.tf import STATIC_QOS
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_euler("xyz", [-2.0, 0.1, 1.6]).as_matrix()
+    pose[:3, 3] = (1.35, 0.02, 0.54)
+    write_calibration(CameraCalibration("front", Intrinsics(640, 480, 615.0, 615.0, 319.5, 239.5), pose), tmp_path)
+    write_calibration(CameraCalibration("side", Intrinsics(640, 480, 615.0, 615.0, 319.5, 239.5)), tmp_path)
+    _camera_node(ros, SoftwareCamera("TF0001"), name="front", calibration_dir=str(tmp_path))
+    _camera_node(ros, SoftwareCamera("TF0002"), name="side", calibration_dir=str(tmp_path))
+    got = []
+    listener = ros(Node("tf_listener", context=ros.context))   # subscribes after both sent: latched
+    listener.create_subscription(TFMessage, "/tf_static", lambda m: got.extend(m.transforms), STATIC_QOS)
+    assert _wait(lambda: got), "no /tf_static from the front camera"
+    time.sleep(0.5)   # the side camera's would have come with it
+    assert [(t.header.frame_id, t.child_frame_id) for t in got] == [("base", "front_color_optical_frame")]
+    t, q = got[0].transform.translation, got[0].transform.rotation
+    assert (t.x, t.y, t.z) == pytest.approx((1.35, 0.02, 0.54))
+    assert Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix() == pytest.approx(pose[:3, :3], abs=1e-6)  # as the file keeps it
+
+
+@pytest.mark.ros
 def test_camera_node_reports_a_stall_and_recovers(ros):
     listener = _Listener(ros, "side")
     camera = SoftwareCamera("STALL1")

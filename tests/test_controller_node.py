@@ -81,6 +81,38 @@ def test_chunks_on_the_topic_move_the_arm_and_state_streams(controller_graph, ro
     assert "RUNNING" in listen.states
 
 
+def test_tf_carries_the_tcp_pose_of_ee_pose_at_its_rate(controller_graph, ros_node):
+    """RViz's base → TCP: the same pose and stamp as /graspvla/ee_pose, every 4th sample (50 of 200 Hz)."""
+    from tf2_msgs.msg import TFMessage
+    lock, tf, poses = threading.Lock(), [], {}
+
+    def on_tf(m):
+        with lock:
+            tf.extend(m.transforms)
+
+    def on_pose(m):
+        with lock:
+            poses[(m.header.stamp.sec, m.header.stamp.nanosec)] = m.pose
+    ros_node.create_subscription(TFMessage, "/tf", on_tf, 100)
+    ros_node.create_subscription(PoseStamped, "/graspvla/ee_pose", on_pose, 100)
+    def matched():
+        with lock:
+            return [(t, poses[k]) for t in tf if (k := (t.header.stamp.sec, t.header.stamp.nanosec)) in poses]
+    wait_for(lambda: len(matched()) >= 20, 30, "20 transforms on /tf stamped as pose samples")
+    pairs = matched()
+    with lock:
+        frames = {(t.header.frame_id, t.child_frame_id) for t in tf}
+        stamps = [(t.header.stamp.sec, t.header.stamp.nanosec) for t, _ in pairs]
+        window = lambda k: min(stamps) <= k <= max(stamps)  # noqa: E731 - both streams arrive in it
+        ratio = sum(map(window, poses)) / sum(window((t.header.stamp.sec, t.header.stamp.nanosec)) for t in tf)
+    assert frames == {("base", "graspvla_tcp")}
+    for t, p in pairs:
+        tr, q = t.transform.translation, t.transform.rotation
+        assert (tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w) == (p.position.x, p.position.y, p.position.z, p.orientation.x,
+                                                          p.orientation.y, p.orientation.z, p.orientation.w)
+    assert 2.5 < ratio < 6, f"{ratio:.1f} pose samples per transform, 4 expected"
+
+
 def test_bad_chunks_are_rejected_with_a_reason_and_estop_latches(controller_graph, ros_node):
     listen = Listener(ros_node)
     pub = ros_node.create_publisher(MultiDOFJointTrajectory, "/graspvla/action_chunk", 10)

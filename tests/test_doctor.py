@@ -83,7 +83,7 @@ def test_a_correct_set_up_is_all_ok(new_loopback_host, cameras, calibration_dir,
                      cameras, calibration_dir)
     assert {name: c.status for name, c in checks.items() if c.status != OK} == {}
     assert set(checks) == {"robot", "end effector", "robot mode", "realtime", "checkpoint", "tokenizer", "runtime",
-                           "DDS transport", "ROS domain", "clocks",
+                           "DDS transport", "ROS domain", "clocks", "TF",
                            *(f"{cam} {part}" for cam in ("front", "side")
                              for part in ("camera", "USB", "firmware", "stream", "metadata", "calibration"))}
     assert "libfranka 0.21.2" in checks["robot"].what and "global_time" in checks["front metadata"].what

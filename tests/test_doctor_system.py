@@ -77,3 +77,11 @@ def test_realtime_kernel_against_the_realtime_setting():
     assert realtime_check(robot_rt, rt_kernel=True, rt_priority=True).status == OK
     sim = ControllerSettings(robot_ip="127.0.0.1", realtime=False)
     assert realtime_check(sim, rt_kernel=False, rt_priority=False).status == OK
+
+
+def test_tf_says_where_tf2_msgs_comes_from():
+    """This venv has tf2_msgs (`make venv` builds it); without it the line says how to get it."""
+    assert dds.tf_check().status == OK, "make venv builds tf2_msgs into the venv (scripts/build_tf2_msgs)"
+    check = dds.tf_check(found=False)
+    assert check.status == WARN and "/tf and /tf_static are off" in check.what
+    assert "ros-$ROS_DISTRO-tf2-msgs" in check.fix and "scripts/build_tf2_msgs" in check.fix

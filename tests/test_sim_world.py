@@ -9,8 +9,9 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
-from graspvla_ros.sim.scene import OBJECTS, WORKSPACE_X, WORKSPACE_Y, object_spec, random_layout
+from graspvla_ros.sim.scene import CAMERAS, OBJECTS, WORKSPACE_X, WORKSPACE_Y, object_spec, random_layout
 from graspvla_ros.sim.world import SimWorld
 
 SEED = 4
@@ -160,7 +161,11 @@ def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_
     from graspvla_ros.nodes.common import call_trigger
     from graspvla_ros.nodes.sim_world_node import LATCHED
 
-    got = {k: [] for k in ("front", "side", "front_info", "poses", "names", "success", "target")}
+    from tf2_msgs.msg import TFMessage
+
+    from graspvla_ros.nodes.tf import STATIC_QOS
+    got = {k: [] for k in ("front", "side", "front_info", "poses", "names", "success", "target", "tf_static")}
+    ros_node.create_subscription(TFMessage, "/tf_static", lambda m: got["tf_static"].extend(m.transforms), STATIC_QOS)
     qos = image_qos("sensor_data")
     ros_node.create_subscription(Image, "front/color/image_raw", got["front"].append, qos)
     ros_node.create_subscription(Image, "side/color/image_raw", got["side"].append, qos)
@@ -192,6 +197,14 @@ def test_sim_world_node_publishes_cameras_ground_truth_and_success(new_loopback_
         layout = random_layout(SEED)["green ball"]
         assert (ball.x, ball.y) == pytest.approx((layout.x, layout.y), abs=0.01)
         assert got["target"][-1].data == "green ball" and not got["success"][-1].data
+        wait_for(lambda: got["tf_static"], 30, "/tf_static")
+        cameras = {f"{c.name}_color_optical_frame": c for c in CAMERAS}
+        assert {t.child_frame_id: t.header.frame_id for t in got["tf_static"]} == dict.fromkeys(cameras, "base")
+        for t in got["tf_static"]:
+            cam, tr, q = cameras[t.child_frame_id], t.transform.translation, t.transform.rotation
+            assert (tr.x, tr.y, tr.z) == pytest.approx(cam.position)
+            optical_axis = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()[:, 2]   # OpenCV z: forward
+            assert optical_axis == pytest.approx(-cam.axes()[2])
         set_target.publish(String(data="red cube"))
         wait_for(lambda: got["target"][-1].data == "red cube", 30, "the new target")
         reply = call_trigger(check, 30)

@@ -74,6 +74,9 @@ class ControllerSettings:
         FRANKA_HAND_EE, "m, flange → end effector that Desk must be set to (the Franka Hand: 0.1034); at connect "
                         "the controller warns when the robot reports another (its TCP would be off by the difference)")
     base_frame: str = setting("base", "the frame chunks must be in and poses are published in")
+    tcp_frame: str = setting("graspvla_tcp", "child frame of `/tf` base → TCP (not the URDF's `fr3_hand_tcp`: a "
+                                             "robot_state_publisher may publish that one)")
+    tf_rate_hz: float = setting(50.0, "rate of `/tf` base → `tcp_frame` (0: off; needs the tf2_msgs package)")
     arm_id: str = setting("fr3", "joint name prefix (`panda` for a Panda)")
     home_on_start: bool = setting(True, "home (open the gripper, then move to the reset pose) after connecting")
     dry_run: bool = setting(
@@ -93,6 +96,8 @@ class ControllerSettings:
             raise ValueError(f"relative_dynamics_factor must be in (0, 1], got {self.relative_dynamics_factor}")
         if self.max_reflexes < 1 or not self.reflex_window > 0:
             raise ValueError("max_reflexes must be ≥ 1 and reflex_window > 0")
+        if self.tf_rate_hz < 0:
+            raise ValueError(f"tf_rate_hz must be ≥ 0 (0: off), got {self.tf_rate_hz}")
         if self.connect_timeout < 0:
             raise ValueError(f"connect_timeout must be ≥ 0 s (0: until the robot answers), "
                              f"got {self.connect_timeout}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,11 +18,14 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from graspvla_ros.camera import (CameraDriver, DriverStatus, Intrinsics, PlaybackFile, RealSenseDevice,
                                  SoftwareCamera, StampedFrames)
+from graspvla_ros.calibration import store
+from graspvla_ros.chunk import Pose
 from graspvla_ros.camera.settings import CameraSettings
 from graspvla_ros.interfaces import DIAGNOSTICS, camera_info_topic, depth_image_topic, depth_info_topic, image_topic
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
+from graspvla_ros.nodes.tf import TfBroadcaster, transform_msg
 from graspvla_ros.settings import build, inline, params, setting
 
 CONFIG = 'camera.yaml'
@@ -35,6 +39,10 @@ class CameraNodeSettings:
     name: str = setting("front", "camera name, prefix of the topics (`front` or `side`)")
     camera: CameraSettings = inline(CameraSettings)
     frame_id: str = setting("", "header frame id; empty = `<name>_color_optical_frame`")
+    base_frame: str = setting("base", "parent frame of `/tf_static` base → `frame_id`, from the measured extrinsics "
+                                      "in `calibration_dir`/<name>.yaml")
+    calibration_dir: str = setting("", "where <name>.yaml is; empty = $GRASPVLA_CALIBRATION_DIR, else the package's "
+                                       "calibration/")
     qos: str = setting("sensor_data", QOS_MEANING)
     diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages")
 
@@ -115,6 +123,9 @@ class CameraNode(Node):
             self.depth_pub = self.create_publisher(Image, depth_image_topic(self.camera), qos)
             self.depth_info_pub = self.create_publisher(CameraInfo, depth_info_topic(self.camera), qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        self.tf_static = TfBroadcaster(self, static=True)
+        if self.tf_static.enabled:
+            self._send_extrinsics(s.base_frame, Path(s.calibration_dir or store.CALIBRATION_DIR))
         self._info: CameraInfo | None = None
         # the driver says when it waits for the camera and when frames come (never before)
         self.driver = CameraDriver(source, stream, self._publish,
@@ -123,6 +134,20 @@ class CameraNode(Node):
                                    report=lambda line: self.get_logger().info(f"camera '{self.camera}': {line}"))
         self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.driver.start()
+
+    def _send_extrinsics(self, base_frame: str, directory: Path) -> None:
+        """base → this camera's optical frame on /tf_static, from <directory>/<name>.yaml."""
+        try:
+            pose = store.load_calibration(self.camera, directory).pose
+        except (FileNotFoundError, ValueError) as e:
+            pose, why = None, str(e)
+        else:
+            why = f"{store.calibration_path(self.camera, directory)} holds no measured extrinsics"
+        if pose is None:
+            self.get_logger().info(f"no /tf_static {base_frame} → {self.frame_id}: {why}")
+            return
+        self.tf_static.send([transform_msg(base_frame, self.frame_id, self.get_clock().now().nanoseconds,
+                                           Pose(pose[:3, 3], pose[:3, :3]))])
 
     def _source(self, s: CameraSettings):
         if s.source == "playback":

@@ -28,6 +28,7 @@ from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp, pose_to_msg
 from graspvla_ros.nodes.params import declare
+from graspvla_ros.nodes.tf import TfBroadcaster, transform_msg
 from graspvla_ros.safety import ChunkRejected
 from graspvla_ros.settings import build, params
 
@@ -56,6 +57,10 @@ class ControllerNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, PLANNED_MARKERS, 10)
         self.width_pub = self.create_publisher(Float64, GRIPPER_WIDTH, 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        self.tcp_frame = settings.tcp_frame
+        self.tf = TfBroadcaster(self) if settings.tf_rate_hz > 0 else None
+        self._tf_every = max(1, round(settings.state_rate_hz / settings.tf_rate_hz)) if settings.tf_rate_hz else 0
+        self._samples = 0
 
         # Every stamp and due time comes from the node clock (sim time in the sim graph).
         self.robot = ArmController(settings, clock=lambda: self.get_clock().now().nanoseconds)
@@ -188,6 +193,9 @@ class ControllerNode(Node):
         js.header.stamp = stamp
         self.joint_pub.publish(js)
         self.pose_pub.publish(pose_to_msg(s.ee, self.base_frame, stamp_ns))
+        if self.tf is not None and self._samples % self._tf_every == 0:
+            self.tf.send([transform_msg(self.base_frame, self.tcp_frame, stamp_ns, s.ee)])
+        self._samples += 1
         self.width_pub.publish(Float64(data=s.gripper_width))
 
     def _publish_diagnostics(self) -> None:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose, PoseArray
 from rclpy.node import Node
@@ -31,6 +32,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from graspvla_ros.camera import Intrinsics
+from graspvla_ros import chunk
 from graspvla_ros.interfaces import (CLOCK, SIM_CHECK_SUCCESS, SIM_FAULTS, SIM_GRASP_SUCCESS, SIM_INJECT_FAULT,
                                      SIM_OBJECT_NAMES, SIM_OBJECT_POSES, SIM_RESET_OBJECTS, SIM_SET_TARGET, SIM_TARGET,
                                      camera_info_topic, image_topic)
@@ -38,6 +40,7 @@ from graspvla_ros.nodes.camera_node import QOS_MEANING, camera_info_msg, image_m
 from graspvla_ros.nodes.common import RCLError, periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
+from graspvla_ros.nodes.tf import TfBroadcaster, transform_msg
 from graspvla_ros.process import die_with_parent
 from graspvla_ros.settings import build, inline, params, setting
 from graspvla_ros.sim.pace import PaceMonitor
@@ -97,6 +100,11 @@ class SimWorldNode(Node):
         self.faults_pub.publish(String(data=json.dumps(self.world.server.faults())))
         self.names_pub.publish(String(data=json.dumps([o.name for o in OBJECTS])))
         self.create_timer(1.0 / s.ground_truth_rate_hz, self._publish_ground_truth)
+        # the simulated cameras' true extrinsics (camera_node sends the measured ones)
+        self.tf_static = TfBroadcaster(self, static=True)
+        self.tf_static.send(
+            [transform_msg(self.base_frame, f"{c.name}_color_optical_frame", round(self.world.time() * 1e9),
+                           chunk.Pose(np.asarray(c.position, float), c.rotation())) for c in self.world.scene.cameras])
         self._stop = threading.Event()
         self._clock_thread = threading.Thread(target=periodic, args=(self, 1.0 / s.clock_rate_hz,
                                               self._publish_clock, self._stop), name="sim-clock", daemon=True)

@@ -42,9 +42,13 @@ class CameraSpec:
         target = position + rotation[:, 2]
         return cls(name, tuple(map(float, position)), tuple(map(float, target)), fovy_deg, camera_angles(rotation)[2])
 
+    def rotation(self) -> np.ndarray:
+        """Camera → world rotation in OpenCV axes (x image right, y image down, z forward)."""
+        return look_rotation(np.subtract(self.target, self.position), self.roll_deg)
+
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Camera x (image right), y (image up) and z (backwards) in the world frame."""
-        R = look_rotation(np.subtract(self.target, self.position), self.roll_deg)
+        R = self.rotation()
         return R[:, 0], -R[:, 1], -R[:, 2]
 
     def focal_px(self, height: int) -> float:
