@@ -9,17 +9,19 @@ import threading
 import time
 
 import pytest
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64, String
+from tf2_msgs.msg import TFMessage
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
 from graspvla_ros.bag import BagError, open_bag
 from graspvla_ros.bringup import NodeProcess
 from graspvla_ros.graph import NodeSpec
+from graspvla_ros.nodes.tf import STATIC_QOS
 
 pytestmark = [pytest.mark.ros]
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
@@ -146,7 +148,13 @@ def test_episode_mode_starts_a_bag_per_instruction_with_metadata_and_closes_on_s
         gripper = ros_node.create_publisher(Float64, "/graspvla/gripper_command", LATCHED)
         gripper.publish(Float64(data=1.0))
         status.publish(String(data="idle"))
-        wait_subscribed([instruction, status, gripper], out)
+        cameras = []   # /tf_static: one latched message per camera node, each in every episode's bag
+        for camera in ("front", "side"):
+            cameras.append(ros_node.create_publisher(TFMessage, "/tf_static", STATIC_QOS))
+            t = TransformStamped(child_frame_id=f"{camera}_color_optical_frame")
+            t.header.frame_id = "base"
+            cameras[-1].publish(TFMessage(transforms=[t]))
+        wait_subscribed([instruction, status, gripper, *cameras], out)
         time.sleep(0.5)
         for text in ("pick up the cube", "pick up the ball"):
             instruction.publish(String(data=text))
@@ -169,6 +177,9 @@ def test_episode_mode_starts_a_bag_per_instruction_with_metadata_and_closes_on_s
         assert statuses[1:] == [f"{text} {i}" for i in range(3)]
         assert statuses[0] in ("idle", "pick up the cube 2"), "the latched status at the episode's start"
         assert [deserialize_message(m.data, Float64).data for m in bag.messages(["/graspvla/gripper_command"])] == [1.0]
+        frames = sorted(t.child_frame_id for m in bag.messages(["/tf_static"])
+                        for t in deserialize_message(m.data, TFMessage).transforms)
+        assert frames == ["front_color_optical_frame", "side_color_optical_frame"], "one per publisher, each once"
 
 
 def test_graspvla_record_resolves_topic_patterns_by_discovery(tmp_path, ros_node):

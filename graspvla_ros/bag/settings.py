@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER, CONTROLLER_STATE, DEBUG_TOPICS,
                                      DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND, GRIPPER_WIDTH, INSTRUCTION, JOINT_STATES,
-                                     STATUS, VIEWS, camera_topics, image_topic, under)
+                                     STATUS, TF, TF_STATIC, VIEWS, camera_topics, image_topic, under)
 from graspvla_ros.settings import setting
 
 # An episode as the default graph runs it: what the policy saw (views, robot state, instruction),
@@ -18,7 +18,7 @@ from graspvla_ros.settings import setting
 DEFAULT_TOPICS = (
     *camera_topics(),
     EE_POSE, JOINT_STATES, GRIPPER_COMMAND, GRIPPER_WIDTH, COMMANDED_POSE, under(CONTROLLER, CONTROLLER_STATE),
-    INSTRUCTION, STATUS, ACTION_CHUNK, DEBUG_TOPICS, DIAGNOSTICS,
+    INSTRUCTION, STATUS, ACTION_CHUNK, DEBUG_TOPICS, DIAGNOSTICS, TF, TF_STATIC,
 )
 MODES = ("episode", "continuous")
 ANSWER_TOPIC = ACTION_CHUNK

@@ -120,9 +120,10 @@ class RecorderNode(Node):
     def _callback(self, topic: str):
         put, now = self._queue.put, self._now
 
-        def on_message(data: bytes) -> None:
+        def on_message(data: bytes, info) -> None:
             self.received += 1
-            put(("msg", topic, now(), data))
+            gid = info.get("publisher_gid")
+            put(("msg", topic, now(), data, bytes(gid["data"]) if gid else b""))
         return on_message
 
     def _on_instruction(self, data: bytes) -> None:
@@ -132,7 +133,7 @@ class RecorderNode(Node):
             self._instructions += 1
             self._queue.put(("open", t, deserialize_message(data, String).data, self._instructions))
             self._fetch_policy_parameters(self._instructions)
-        self._queue.put(("msg", INSTRUCTION, t, data))
+        self._queue.put(("msg", INSTRUCTION, t, data, b""))
 
     def _fetch_policy_parameters(self, episode: int) -> None:
         """Ask the policy for its parameters without blocking; they reach the episode's metadata."""
@@ -154,7 +155,8 @@ class RecorderNode(Node):
     def _write_loop(self) -> None:
         bag: BagWriter | None = None
         topics: dict[str, tuple[str, list]] = {}
-        latched: dict[str, tuple[int, bytes]] = {}
+        # a latched topic's last message of each publisher (/tf_static: one per camera node)
+        latched: dict[str, dict[bytes, tuple[int, bytes]]] = {}
         while True:
             try:
                 item = self._queue.get(timeout=self.recording.flush_period)
@@ -167,9 +169,9 @@ class RecorderNode(Node):
             kind = item[0]
             try:
                 if kind == "msg":
-                    _, topic, t, data = item
+                    _, topic, t, data, publisher = item
                     if topic in latched:
-                        latched[topic] = (t, data)
+                        latched[topic][publisher] = (t, data)
                     if bag is not None:
                         bag.write(topic, t, data)
                         self.written[topic] = self.written.get(topic, 0) + 1
@@ -177,7 +179,7 @@ class RecorderNode(Node):
                     _, topic, msgtype, qos = item
                     topics[topic] = (msgtype, qos)
                     if qos and all(q.durability.name == "TRANSIENT_LOCAL" for q in qos):
-                        latched[topic] = None
+                        latched[topic] = {}
                     if bag is not None:
                         bag.add_topic(topic, msgtype, qos)
                 elif kind == "open":
@@ -216,8 +218,10 @@ class RecorderNode(Node):
         for topic, (msgtype, qos) in topics.items():
             bag.add_topic(topic, msgtype, qos)
         for topic, last in latched.items():   # each episode starts with the latched state it had
-            if last is not None and topic != INSTRUCTION:
-                bag.write(topic, t, last[1])
+            if topic == INSTRUCTION:
+                continue
+            for _, data in last.values():
+                bag.write(topic, t, data)
                 self.written[topic] = self.written.get(topic, 0) + 1
         self.bags.append(path)
         self.get_logger().info(f"episode {self._episode}: recording to {path}" +
