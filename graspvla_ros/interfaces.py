@@ -31,6 +31,7 @@ INSTRUCTION = "/graspvla/instruction"            # std_msgs/String: a person's c
 STATUS = "/graspvla/status"                      # std_msgs/String, latched: the policy's episode status, JSON
 DEBUG_TOPICS = "/graspvla/debug/*"               # the pattern of every debug topic (the recorder's)
 DEBUG_GRASP_POSE = "/graspvla/debug/grasp_pose"  # geometry_msgs/PoseStamped: the predicted grasp pose
+DEBUG_GRASP_MARKERS = "/graspvla/debug/grasp_markers"  # visualization_msgs/MarkerArray: the same, drawn as a gripper
 DEBUG_TIMINGS = "/graspvla/debug/timings"        # std_msgs/String: JSON per cycle (timings and what a replay needs)
 
 # --- every node ---

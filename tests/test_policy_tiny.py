@@ -13,6 +13,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
 
 from conftest import wait_for
 from helpers import SIM_CAMERAS
@@ -29,7 +30,7 @@ CYCLES = 10
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loopback_host, ros_node):
     lock = threading.Lock()
-    got = {"chunks": [], "timings": [], "grasp": [], "front": [], "side": [], "diagnostics": []}
+    got = {"chunks": [], "timings": [], "grasp": [], "grasp_markers": [], "front": [], "side": [], "diagnostics": []}
     poses = PoseHistory(span_s=600.0)
 
     def keep(key):
@@ -47,6 +48,7 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
     ros_node.create_subscription(String, "/graspvla/debug/timings", keep("timings"), 50)
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", keep("diagnostics"), 50)
     ros_node.create_subscription(PoseStamped, "/graspvla/debug/grasp_pose", keep("grasp"), 50)
+    ros_node.create_subscription(MarkerArray, "/graspvla/debug/grasp_markers", keep("grasp_markers"), 50)
     ros_node.create_subscription(Image, "/graspvla/debug/front/bbox_image", keep("front"), 5)
     ros_node.create_subscription(Image, "/graspvla/debug/side/bbox_image", keep("side"), 5)
     say = ros_node.create_publisher(String, "/graspvla/instruction", 10)
@@ -93,5 +95,11 @@ def test_tiny_graspvla_runs_ten_cycles_with_well_formed_chunks(runtime, new_loop
         for view in ("front", "side"):  # the callbacks during inference are some of all the callbacks
             assert int(diag[f"images_during_inference.{view}"]) <= int(diag[f"images.{view}"]), diag
         assert got["grasp"] and got["grasp"][-1].header.frame_id == "base"
+        grasps = {(g.header.stamp.sec, g.header.stamp.nanosec): g.pose for g in got["grasp"]}
+        drawn = [(m.header, m.pose) for a in got["grasp_markers"] for m in a.markers]
+        assert drawn and all(h.frame_id == "base" for h, _ in drawn)
+        for header, pose in drawn:   # the gripper is drawn at the grasp pose of the same cycle
+            grasp = grasps.get((header.stamp.sec, header.stamp.nanosec))
+            assert grasp is None or (pose.position, pose.orientation) == (grasp.position, grasp.orientation)
         for view in ("front", "side"):
             assert got[view] and (got[view][-1].width, got[view][-1].height) == (256, 256)

@@ -9,14 +9,14 @@ import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseArray, PoseStamped
+from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import ColorRGBA, Float64, Header, String
+from std_msgs.msg import Float64, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from graspvla_ros.calibration.nominal import load_nominal
 from graspvla_ros.control import ArmController, ControllerSettings, ControllerState
@@ -27,6 +27,7 @@ from graspvla_ros.interfaces import (ACTION_CHUNK, CALIBRATION_POSE, COMMANDED_P
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.common import periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp, pose_to_msg
+from graspvla_ros.nodes.markers import path_markers
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.tf import TfBroadcaster, transform_msg
 from graspvla_ros.safety import ChunkRejected
@@ -160,18 +161,7 @@ class ControllerNode(Node):
         stamp = self.get_clock().now().to_msg()
         self.planned_pub.publish(PoseArray(header=Header(stamp=stamp, frame_id=self.base_frame),
                                            poses=[pose_to_msg(p, self.base_frame, 0).pose for p in poses]))
-        header = Header(stamp=stamp, frame_id=self.base_frame)
-        points = [Point(x=float(p.position[0]), y=float(p.position[1]), z=float(p.position[2])) for p in poses]
-        line = Marker(header=header, ns="planned_path", id=0, type=Marker.LINE_STRIP, action=Marker.ADD,
-                      points=points, color=ColorRGBA(r=0.2, g=0.4, b=1.0, a=1.0))
-        line.scale.x = 0.004
-        line.pose.orientation.w = 1.0
-        closed = self.robot.gripper_command < 0
-        end = Marker(header=header, ns="planned_gripper", id=0, type=Marker.SPHERE, action=Marker.ADD,
-                     color=ColorRGBA(r=1.0 if closed else 0.1, g=0.1 if closed else 0.9, b=0.1, a=0.9))
-        end.pose = pose_to_msg(poses[-1], self.base_frame, 0).pose
-        end.scale.x = end.scale.y = end.scale.z = 0.02
-        self.markers_pub.publish(MarkerArray(markers=[line, end]))
+        self.markers_pub.publish(path_markers(poses, self.base_frame, stamp, self.robot.gripper_command < 0))
 
     def _publish_robot_state(self) -> None:
         """One state sample; while the robot does not answer nothing is published (the stream

@@ -22,16 +22,18 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
 
 from graspvla_ros.chunk import Pose
-from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE, DEBUG_GRASP_POSE, DEBUG_TIMINGS,
-                                     DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND, GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION,
-                                     SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS, camera_info_topic, debug_bbox_topic,
-                                     image_topic, under)
+from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE, DEBUG_GRASP_MARKERS,
+                                     DEBUG_GRASP_POSE, DEBUG_TIMINGS, DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND,
+                                     GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION, SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS,
+                                     camera_info_topic, debug_bbox_topic, image_topic, under)
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.camera_node import image_msg
 from graspvla_ros.nodes.common import run
-from graspvla_ros.nodes.convert import pose_from_msg, pose_to_msg, stamp_to_ns
+from graspvla_ros.nodes.convert import ns_to_stamp, pose_from_msg, pose_to_msg, stamp_to_ns
+from graspvla_ros.nodes.markers import grasp_markers
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy import backends
 from graspvla_ros.policy import episode as episodes
@@ -83,6 +85,7 @@ class PolicyNode(Node):
         self.status_pub = self.create_publisher(String, STATUS, LATCHED)
         self.bbox_pubs = {v: self.create_publisher(Image, debug_bbox_topic(v), 2) for v in VIEWS}
         self.grasp_pub = self.create_publisher(PoseStamped, DEBUG_GRASP_POSE, 10)
+        self.grasp_markers_pub = self.create_publisher(MarkerArray, DEBUG_GRASP_MARKERS, 10)
         self.timings_pub = self.create_publisher(String, DEBUG_TIMINGS, 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         controller = s.controller.rstrip("/")
@@ -203,8 +206,9 @@ class PolicyNode(Node):
             if self.bbox_pubs[view].get_subscription_count():
                 self.bbox_pubs[view].publish(image_msg(bbox_view(image, bbox), "rgb8", f"{view}_color_optical_frame",
                                                        obs.stamp_ns))
-        self.grasp_pub.publish(pose_to_msg(Pose.from_xyz_rpy(out.grasp_xyz, out.grasp_rpy), cycle.chunk.frame_id,
-                                           obs.stamp_ns))
+        grasp = Pose.from_xyz_rpy(out.grasp_xyz, out.grasp_rpy)
+        self.grasp_pub.publish(pose_to_msg(grasp, cycle.chunk.frame_id, obs.stamp_ns))
+        self.grasp_markers_pub.publish(grasp_markers(grasp, cycle.chunk.frame_id, ns_to_stamp(obs.stamp_ns)))
         self.timings_pub.publish(String(data=json.dumps(cycle.report())))
 
     def _skip(self, skip: Skip) -> None:
