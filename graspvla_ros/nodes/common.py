@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import rclpy
@@ -71,12 +72,25 @@ def _spin_quietly(executor: SingleThreadedExecutor) -> None:
 
 
 
+def log_condition(logger, bad: bool, text: str) -> None:
+    """A condition starting (`bad`: a warning) or ending (info). rclpy refuses a second severity
+    from one call site (ValueError: "Logger severity cannot be changed between calls"), so
+    `(warning if bad else info)(text)` raises the second time: each severity has its line here."""
+    if bad:
+        logger.warning(text)
+    else:
+        logger.info(text)
+
+
 def periodic(node: Node, period: float, step: Callable[[], None], stop: threading.Event) -> None:
     """Call `step` every `period` s on the calling thread until `stop` is set or the node's
     context shuts down. SIGINT/SIGTERM invalidate the context before the node is closed, so
-    a publish may fail with RCLError then: that ends the loop quietly. A slow step is not
-    made up for with a burst."""
+    a publish may fail with RCLError then: that ends the loop quietly. A step that raises
+    otherwise is logged (each distinct error once) and the loop goes on: the thread is the
+    node's heartbeat (sim_world's /clock), and every node on that clock would freeze without
+    it. A slow step is not made up for with a burst."""
     next_tick = time.monotonic()
+    said: set[str] = set()
     while not stop.is_set() and node.context.ok():
         try:
             step()
@@ -84,6 +98,11 @@ def periodic(node: Node, period: float, step: Callable[[], None], stop: threadin
             if node.context.ok():
                 raise
             return
+        except Exception as err:   # noqa: BLE001  logged, and the heartbeat goes on
+            if repr(err) not in said:
+                said.add(repr(err))
+                node.get_logger().error(f"{getattr(step, '__name__', step)} failed (the loop goes on): "
+                                        + "".join(traceback.format_exception(err)).rstrip())
         next_tick = max(next_tick + period, time.monotonic() - period)
         stop.wait(max(0.0, next_tick - time.monotonic()))
 

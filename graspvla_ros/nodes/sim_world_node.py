@@ -37,7 +37,7 @@ from graspvla_ros.interfaces import (CLOCK, SIM_CHECK_SUCCESS, SIM_FAULTS, SIM_G
                                      SIM_OBJECT_NAMES, SIM_OBJECT_POSES, SIM_RESET_OBJECTS, SIM_SET_TARGET, SIM_TARGET,
                                      camera_info_topic, image_topic)
 from graspvla_ros.nodes.camera_node import QOS_MEANING, camera_info_msg, image_msg, image_qos
-from graspvla_ros.nodes.common import RCLError, periodic, run
+from graspvla_ros.nodes.common import RCLError, log_condition, periodic, run
 from graspvla_ros.nodes.convert import ns_to_stamp
 from graspvla_ros.nodes.params import declare
 from graspvla_ros.nodes.tf import TfBroadcaster, transform_msg
@@ -143,7 +143,7 @@ class SimWorldNode(Node):
         self.clock_pub.publish(Clock(clock=ns_to_stamp(round(now * 1e9))))
         said = self.pace.update(time.monotonic(), now)
         if said:
-            (self.get_logger().warning if self.pace.behind else self.get_logger().info)(said)
+            log_condition(self.get_logger(), self.pace.behind, said)
 
     def _set_target(self, name: str) -> None:
         if name:
