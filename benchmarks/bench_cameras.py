@@ -50,7 +50,7 @@ def publisher(name: str, seconds: float) -> None:
     deadline = time.monotonic() + 30
     while node.color_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # discovery: count only frames a subscriber could have received
-    camera.wait_streaming(timeout=30)  # frames injected before the driver started its stream go nowhere
+    node.driver.reading.wait(timeout=30)  # frames injected before the driver started its stream go nowhere
     time.sleep(1.0)
     frame = np.zeros((480, 640, 3), np.uint8)
     injected, start = 0, time.monotonic()

@@ -30,16 +30,22 @@ def _pattern(i: int, w: int = 640, h: int = 480) -> np.ndarray:
     return img
 
 
-def _feed(camera: SoftwareCamera, n: int, start_ms: float, first: int = 0, **kw) -> int:
-    """Inject n frames at the camera's rate once its stream has started; returns how many
-    librealsense accepted (all of them unless the camera is unplugged meanwhile)."""
-    assert camera.wait_streaming(timeout=20.0), "nobody started the camera's stream"
+def _feed(camera: SoftwareCamera, reading: threading.Event, n: int, start_ms: float, first: int = 0, **kw) -> int:
+    """Inject n frames at the camera's rate once its reader started the stream (`reading`: a
+    CameraDriver's); returns how many librealsense accepted (all unless the camera is unplugged)."""
+    assert reading.wait(timeout=20.0), "the reader did not start the camera's stream"
     accepted = 0
     for i in range(first, first + n):
         depth = np.full((480, 640), 500 + i, np.uint16) if camera.settings.enable_depth else None
         accepted += camera.inject(_pattern(i), start_ms + i * 1000 / FPS, depth, **kw)
         time.sleep(1 / FPS)
     return accepted
+
+
+# The tests feed their software cameras from a Python thread, which a loaded machine can hold
+# up for over a second; the driver would then rightly call the camera stalled and reopen it,
+# losing the frame injected meanwhile. Only the stall test uses a short stall_timeout.
+FEEDER_STALL = 10.0
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:
@@ -114,9 +120,9 @@ def test_depth_is_aligned_and_paired_with_color():
     settings = StreamSettings(enable_depth=True)
     camera = SoftwareCamera("DEPTH1", settings)
     got = []
-    driver = CameraDriver(camera, settings, got.append).start()
+    driver = CameraDriver(camera, settings, got.append, stall_timeout=FEEDER_STALL).start()
     try:
-        _feed(camera, 15, start_ms=time.time() * 1000, domain=rs.timestamp_domain.global_time)
+        _feed(camera, driver.reading, 15, start_ms=time.time() * 1000, domain=rs.timestamp_domain.global_time)
         assert _wait(lambda: len(got) >= 10)
     finally:
         driver.stop()
@@ -137,10 +143,10 @@ def test_a_reader_held_up_for_a_moment_loses_no_frame():
             time.sleep(0.2)
         got.append(frames)
 
-    driver = CameraDriver(camera, StreamSettings(), slow_sometimes).start()
+    driver = CameraDriver(camera, StreamSettings(), slow_sometimes, stall_timeout=FEEDER_STALL).start()
     try:
-        assert _feed(camera, 30, start_ms=1000.0) == 30
-        assert _wait(lambda: len(got) >= 30)
+        assert _feed(camera, driver.reading, 30, start_ms=1000.0) == 30
+        assert _wait(lambda: len(got) >= 30), f"{len(got)} frames: {[f.frames.frame_number for f in got]}; {driver.status()}"
     finally:
         driver.stop()
     assert [f.frames.frame_number for f in got] == list(range(1, 31))
@@ -156,7 +162,9 @@ def test_playback_of_a_recording(tmp_path):
     sensor.open(sensor.get_stream_profiles()[0])
     queue = rs.frame_queue(100)
     sensor.start(queue)
-    _feed(camera, 20, start_ms=1000.0)
+    started = threading.Event()
+    started.set()
+    _feed(camera, started, 20, start_ms=1000.0)
     sensor.stop()
     sensor.close()
     del sensor, recorder, queue  # the file is finalised when the recorder is released
@@ -227,7 +235,8 @@ def _camera_node(add, source, **params):
     from rclpy.parameter import Parameter
 
     from graspvla_ros.nodes.camera_node import CameraNode
-    overrides = [Parameter(k, value=v) for k, v in {"diagnostics_period": 0.1, **params}.items()]
+    overrides = [Parameter(k, value=v) for k, v in
+                 {"diagnostics_period": 0.1, "stall_timeout": FEEDER_STALL, **params}.items()]
     return add(CameraNode(source, context=add.context, parameter_overrides=overrides))
 
 
@@ -238,7 +247,7 @@ def test_camera_node_publishes_injected_frames(ros):
     node = _camera_node(ros, camera, name="front", qos="reliable")
     # matched both ways: samples published before the writer knows the reader are not sent
     assert _wait(lambda: node.color_pub.get_subscription_count() == 1 and node.info_pub.get_subscription_count() == 1)
-    assert _feed(camera, 30, start_ms=2000.0, exposure_ms=8.0) == 30
+    assert _feed(camera, node.driver.reading, 30, start_ms=2000.0, exposure_ms=8.0) == 30
     assert _wait(lambda: len(listener.images) >= 30 and len(listener.infos) >= 30), \
         f"{len(listener.images)} images, {len(listener.infos)} infos of 30; driver {node.driver.status()}"
     assert len(listener.images) == 30 and node.driver.status().dropped == 0
@@ -292,7 +301,7 @@ def test_camera_node_reports_a_stall_and_recovers(ros):
     listener = _Listener(ros, "side")
     camera = SoftwareCamera("STALL1")
     node = _camera_node(ros, camera, name="side", stall_timeout=0.3)
-    assert _feed(camera, 10, start_ms=1000.0) == 10
+    assert _feed(camera, node.driver.reading, 10, start_ms=1000.0) == 10
     # "streaming" lasts only stall_timeout after the last frame: wait for its trace instead
     assert _wait(lambda: node.driver.status().frames == 10)
     # the camera stops delivering (firmware hang) and then disappears (unplugged)
@@ -307,7 +316,7 @@ def test_camera_node_reports_a_stall_and_recovers(ros):
     def keep_feeding():
         k = 0
         while not done.is_set():
-            _feed(camera, 5, 5000.0 + 200 * k, first=5 * k)
+            _feed(camera, node.driver.reading, 5, 5000.0 + 200 * k, first=5 * k)
             k += 1
 
     feeder = threading.Thread(target=keep_feeding, daemon=True)

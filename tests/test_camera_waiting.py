@@ -41,7 +41,7 @@ def test_streaming_is_said_once_when_the_first_frame_arrives_and_a_lost_camera_o
     camera = SoftwareCamera("SWWAIT")
     driver = _driver(camera, lines, stall_timeout=0.3)
     try:
-        assert camera.wait_streaming(20.0)
+        assert driver.reading.wait(20.0)
         frame = np.zeros((480, 640, 3), np.uint8)
         for i in range(200):
             camera.inject(frame, 1000.0 + i * 33.3)

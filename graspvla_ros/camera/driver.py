@@ -80,6 +80,9 @@ class CameraDriver:
         self.backoff_max = backoff_max
         self.clock = ClockMapper()
         self._stop = threading.Event()
+        # set while the device's streams are started: a frame the camera sends now is read (a
+        # software camera's frames injected before are lost, as a real one sends none)
+        self.reading = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._state, self._message = "connecting", f"opening {source.description}"
@@ -158,9 +161,11 @@ class CameraDriver:
                 backoff = min(2 * backoff, self.backoff_max)
                 continue
             try:
+                self.reading.set()
                 if self._stream(stream):
                     backoff = self.backoff_initial
             finally:
+                self.reading.clear()
                 stream.close()
             if not self._stop.is_set():
                 self._waiting()

@@ -148,24 +148,18 @@ class SoftwareCamera:
 
     @property
     def streaming(self) -> bool:
-        """A reader has started the colour stream (frames injected now reach it)."""
+        """A reader has opened the colour stream (frames injected reach it once it also started
+        it: CameraDriver.reading says when)."""
         return bool(self._color_sensor.get_active_streams())
-
-    def wait_streaming(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.streaming:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
 
     def inject(self, color: np.ndarray, timestamp_ms: float, depth: np.ndarray | None = None,
                domain: rs.timestamp_domain = rs.timestamp_domain.hardware_clock,
                exposure_ms: float = 0.0) -> bool:
         """Push one capture. `timestamp_ms` is when readout starts; the middle of exposure is
         `exposure_ms` earlier (sent as frame/sensor timestamp metadata, as a D4xx does).
-        Returns False (frame lost) while unplugged or before a reader started the stream:
-        librealsense drops those frames silently, as a camera that is not streaming sends none."""
+        Returns False (frame lost) while unplugged or before a reader opened the stream;
+        librealsense also drops, silently, a frame sent before the reader started the stream, as
+        a camera that is not streaming sends none."""
         if not self._plugged.is_set() or not self.streaming:
             return False
         with self._lock:
