@@ -8,6 +8,9 @@ hand to launch_ros, so the two cannot drift.
     python -m graspvla_ros.bringup sim --print    # show the command lines only
     python -m graspvla_ros.bringup robot robot_ip:=172.16.0.2 front_serial:=123 side_serial:=456 checkpoint:=DIR
 
+Two machines (the policy on a GPU machine): the same command on each, with `host:=robot` on the
+real-time PC and `host:=policy` on the GPU machine (the same ROS_DOMAIN_ID on both).
+
 A graph that would not work as asked (graph.GraphError: no checkpoint, a camera serial missing,
 ...) is refused with one line naming the argument to set, before any node starts (exit 2).
 """
@@ -23,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, GraphError, NodeSpec, build
+from graspvla_ros.graph import ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, HOSTS, GraphError, NodeSpec, build
 from graspvla_ros.process import die_with_parent
 
 
@@ -32,10 +35,10 @@ class NodeProcess:
 
     def __init__(self, spec: NodeSpec, out: IO[str]):
         self.spec = spec
-        self.cmd = [sys.executable, "-m", spec.module, *spec.ros_args()]
+        self.cmd = [*spec.prefix, sys.executable, "-m", spec.module, *spec.ros_args()]
         self.proc = subprocess.Popen(
             self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, env={**ENVIRONMENT, **os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
+            start_new_session=True, env={**ENVIRONMENT, **os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
         )
         self._pump = threading.Thread(target=self._forward, args=(out,), daemon=True)
         self._pump.start()
@@ -108,15 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      epilog=f"graph arguments:\n{arguments}")
     parser.add_argument("graph", choices=GRAPHS, help="which graph to bring up")
     parser.add_argument("arguments", nargs="*", metavar="name:=value",
-                        help="graph arguments: " + ", ".join(GRAPH_ARGUMENTS) + " (below)")
+                        help=f"graph arguments: host:={'|'.join(HOSTS)} (which part of a sim or robot graph runs "
+                             "on this machine; default all), " + ", ".join(GRAPH_ARGUMENTS) + " (below)")
     parser.add_argument("--print", action="store_true", help="print the command lines and exit")
     args = parser.parse_intermixed_args(argv)
-    pairs = [a.split(":=", 1) for a in args.arguments]
-    unknown = [a for a in args.arguments if ":=" not in a or a.split(":=", 1)[0] not in GRAPH_ARGUMENTS]
+    pairs = dict(a.split(":=", 1) for a in args.arguments if ":=" in a)
+    unknown = [a for a in args.arguments if ":=" not in a or a.split(":=", 1)[0] not in (*GRAPH_ARGUMENTS, "host")]
     if unknown:
-        parser.error(f"unknown graph argument(s) {unknown}; known: {', '.join(GRAPH_ARGUMENTS)}")
+        parser.error(f"unknown graph argument(s) {unknown}; known: host, {', '.join(GRAPH_ARGUMENTS)}")
+    host = pairs.pop("host", "all")
     try:
-        specs = build(args.graph, dict(pairs))
+        specs = build(args.graph, pairs, host)
     except GraphError as err:
         print(f"bringup: {err}", file=sys.stderr)
         return 2

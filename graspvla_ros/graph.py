@@ -61,6 +61,11 @@ LAUNCH_DIR = SHARE_DIR / "launch"
 # Set for every node of every graph, by the launch file and the bringup runner alike: Fast DDS's
 # default transports drop most 640×480 images (docs/interfaces.md, "Graphs and their arguments").
 ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+# ... except on two hosts: LARGE_DATA carries data over TCP, and Fast DDS's TCP transport blocks
+# every publish that has a reader on the other host while the link is down (measured with
+# tests/test_two_hosts.py: the controller's pose stream, the sim's physics, stalled until the
+# link came back), so the nodes of a split graph use UDP between hosts (shared memory within one).
+SPLIT_ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,9 @@ class NodeSpec:
 
     `executable` is the console script installed by setup.py (what launch_ros runs);
     `module` is the same program as a Python module (what the bringup runner runs).
-    `params_files` are names inside config/; `params` override them.
+    `params_files` are names inside config/; `params` override them. `prefix` goes before the
+    command (launch_ros's `prefix`: a debugger, `nsenter` into a test host's network namespace);
+    `env` is set for the process over the shell's and ENVIRONMENT.
     """
 
     name: str
@@ -79,6 +86,8 @@ class NodeSpec:
     params: dict[str, Any] = field(default_factory=dict)
     remaps: dict[str, str] = field(default_factory=dict)
     namespace: str = ""
+    prefix: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
     def ros_args(self, config_dir: Path = CONFIG_DIR) -> list[str]:
         """Command-line arguments (`--ros-args ...`) that realise this spec."""
@@ -151,8 +160,9 @@ SIM_CONTROLLER = {"tcp_offset": 0.0, "limit_rate": False, "gripper.grasp_width":
 
 
 # Simulated objects sag 1–3 cm in the fingers as the lift starts: an episode succeeds at a 15 cm
-# TCP lift (the expert lifts 20 cm), for sim_world's own 10 cm object lift.
-SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15}
+# TCP lift (the expert lifts 20 cm), for sim_world's own 10 cm object lift. A CPU-starved
+# simulator can pause its pose stream for seconds (sim.pace warns): the link watch waits 5 s.
+SIM_POLICY = {"max_image_age": 0.9, "lift_success": 0.15, "link_timeout": 5.0}
 
 # Topics a graph takes from outside (a person, the CLI, a test): no node of the graph publishes them.
 INPUTS = {
@@ -190,12 +200,20 @@ def _replay_nodes() -> list[NodeSpec]:
     stream would overrun the policy's pose queue."""
     sim_time = {"use_sim_time": True}
     # each input waits for both readers (policy, recorder), so the new bag starts at the instruction
-    return [player(topics=REPLAY_INPUTS, clock=100.0, wait_for_subscribers=2), policy(**sim_time),
+    # the bag's poses end with the bag: no link to watch
+    return [player(topics=REPLAY_INPUTS, clock=100.0, wait_for_subscribers=2), policy(link_timeout=0.0, **sim_time),
             recorder(bag_prefix="replay", **sim_time)]
 
 
 NODES = {"sim": _sim_nodes, "robot": _robot_nodes, "replay": _replay_nodes}
 GRAPHS = tuple(NODES)
+
+# Where the nodes of the sim and robot graphs run: one machine (`all`), or two, the GPU machine
+# running the policy (`policy`) and the real-time PC the rest (`robot`: cameras, controller,
+# sim_world), each started with the same arguments. They meet over DDS in one ROS domain.
+HOSTS = {"all": lambda spec: True, "robot": lambda spec: spec.name != "policy",
+         "policy": lambda spec: spec.name == "policy"}
+SPLIT_GRAPHS = ("sim", "robot")
 
 
 @dataclass(frozen=True)
@@ -276,17 +294,25 @@ GRAPH_ARGUMENTS = {a.name: a for a in (
 )}
 
 
-def build(graph: str, arguments: dict[str, str]) -> list[NodeSpec]:
+def build(graph: str, arguments: dict[str, str], host: str = "all") -> list[NodeSpec]:
     """The specs of `graph` with the arguments that apply to it (others, and empty ones as
-    `ros2 launch` passes for unset arguments, are ignored); GraphError when it must not start."""
+    `ros2 launch` passes for unset arguments, are ignored), the part of it that runs on `host`
+    (HOSTS), with SPLIT_ENVIRONMENT on a split one; GraphError when it must not start. The
+    whole graph is checked on either host."""
     if graph not in NODES:
         raise GraphError(f"no graph {graph!r}; graphs: {', '.join(GRAPHS)}")
+    if host not in HOSTS:
+        raise GraphError(f"host:={host}: must be one of {', '.join(HOSTS)}")
+    if host != "all" and graph not in SPLIT_GRAPHS:
+        raise GraphError(f"host:={host}: only the {' and '.join(SPLIT_GRAPHS)} graphs split across two hosts")
     given = [(a, a.value(arguments[a.name])) for a in GRAPH_ARGUMENTS.values()
              if graph in a.graphs and arguments.get(a.name, "") != ""]
     specs = [replace(s, params={**s.params, **{a.param: v for a, v in given if a.node == s.name}})
              for s in NODES[graph]()]
     check(graph, specs, CONFIG_DIR)
-    return specs
+    if host == "all":
+        return specs
+    return [replace(s, env={**s.env, **SPLIT_ENVIRONMENT}) for s in specs if HOSTS[host](s)]
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:

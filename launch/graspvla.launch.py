@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from graspvla_ros.graph import CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build
+from graspvla_ros.graph import CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, HOSTS, PACKAGE, build
 
 
 def _nodes(context):
@@ -28,8 +28,10 @@ def _nodes(context):
             remappings=list(spec.remaps.items()),
             output="screen",
             emulate_tty=True,
+            prefix=" ".join(spec.prefix) or None,
+            additional_env=spec.env or None,
         )
-        for spec in build(graph, arguments)
+        for spec in build(graph, arguments, LaunchConfiguration("host").perform(context))
     ]
 
 
@@ -40,6 +42,9 @@ def generate_launch_description():
         DeclareLaunchArgument("graph", default_value="robot", choices=list(GRAPHS),
                               description="robot: real Franka + RealSense; sim: MuJoCo world; replay: a recorded episode "
                                           "into the live policy"),
+        DeclareLaunchArgument("host", default_value="all", choices=list(HOSTS),
+                              description="two machines: `robot` on the real-time PC (cameras, controller), `policy` "
+                                          "on the GPU machine, the same arguments on both; `all`: one machine"),
         # empty: not given, the node keeps what the graph or its config/*.yaml sets (the description says which)
         *[DeclareLaunchArgument(name, default_value="", description=argument.description())
           for name, argument in GRAPH_ARGUMENTS.items()],

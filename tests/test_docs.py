@@ -26,7 +26,9 @@ def test_launch_file_is_built_from_the_graph_description():
     """launch_ros is not installable here, so check the launch file uses graph.py's specs."""
     source = (ROOT / "launch" / "graspvla.launch.py").read_text()
     compile(source, "graspvla.launch.py", "exec")
-    assert "from graspvla_ros.graph import CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, PACKAGE, build" in source
+    assert "from graspvla_ros.graph import CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, HOSTS, PACKAGE, build" in source
+    assert "build(graph, arguments, LaunchConfiguration(\"host\").perform(context))" in source
+    assert "prefix=\" \".join(spec.prefix) or None" in source and "additional_env=spec.env or None" in source
 
 
 def test_graph_arguments_reach_the_nodes_with_their_types():

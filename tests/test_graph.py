@@ -15,13 +15,14 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from graspvla_ros.graph import (CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, INPUTS, SIM_HOST, SIM_POLICY, build,
-                                scripted_chunks)
+from graspvla_ros.graph import (CONFIG_DIR, ENVIRONMENT, GRAPH_ARGUMENTS, GRAPHS, INPUTS, SIM_HOST, SIM_POLICY,
+                                GraphError, build, scripted_chunks)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The least each graph needs to start (graph.check): the robot's two cameras, a bag to replay,
@@ -104,6 +105,29 @@ def test_sim_graph_runs_every_node_on_sim_time_with_the_expert_by_default(tmp_pa
                                       "use_sim_time": True, **SIM_POLICY}
     assert specs["sim_world"].params["camera_rate_hz"] == 5.0
     assert specs["controller"].params["robot_ip"] == SIM_HOST          # robot_ip is the robot graph's
+
+
+def test_two_hosts_split_the_graph_policy_apart_with_the_same_arguments():
+    arguments = {**ALL_ARGUMENTS}
+    whole = build("robot", arguments)
+    robot, policy = build("robot", arguments, "robot"), build("robot", arguments, "policy")
+    assert [s.name for s in robot] == ["front_camera", "side_camera", "controller"]
+    assert [s.name for s in policy] == ["policy"]
+    assert all(s.env == {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"} for s in robot + policy), "UDP between hosts"
+    assert all(s.env == {} for s in whole)
+    names = [s.name for s in whole]
+    assert sorted((replace(s, env={}) for s in robot + policy), key=lambda s: names.index(s.name)) == whole, \
+        "the two parts are the whole graph, unchanged"
+    assert [s.name for s in build("sim", {}, "robot")] == ["sim_world", "controller"]
+    with pytest.raises(GraphError, match="only the sim and robot graphs split"):
+        build("replay", {"bag": "/bags/x"}, "policy")
+    with pytest.raises(GraphError, match="host:=gpu: must be one of all, robot, policy"):
+        build("sim", {}, "gpu")
+    with pytest.raises(GraphError, match="front_serial"):   # each part checks the whole graph
+        build("robot", {**arguments, "front_serial": ""}, "policy")
+    out = subprocess.run([sys.executable, "-m", "graspvla_ros.bringup", "sim", "--print", "host:=policy"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 1 and "graspvla_ros.nodes.policy_node" in out[0]
 
 
 def test_bringup_prints_the_command_lines_of_the_graph():
