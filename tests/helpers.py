@@ -1,6 +1,14 @@
 """Pieces shared by several test modules (fixtures and guards stay in conftest.py)."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -17,9 +25,6 @@ def doc_commands(path) -> list[tuple[str, bool]]:
     """(command, hardware_only) for every command in the fenced sh/bash blocks of a Markdown file:
     continuation lines joined, comment lines dropped; a block whose first line starts with
     `# hardware-only:` marks its commands as needing the robot, the cameras or the robot machine."""
-    import re
-    from pathlib import Path
-
     commands = []
     for block in re.findall(r"^```(?:sh|bash)\n(.*?)^```", Path(path).read_text(), re.M | re.S):
         hardware = block.startswith("# hardware-only:")
@@ -64,11 +69,12 @@ def write_episode(path, n=20, **kw):
 
 
 def graph_waiter(graph, wait_for):
-    """`until(predicate, timeout, what)`: `wait_for` that also ends, failing, when a node of
-    `graph` exited."""
+    """`until(predicate, timeout, what)`: `wait_for` (the predicate's value) that also ends,
+    failing, when a node of `graph` exited."""
     def until(predicate, timeout, what):
-        wait_for(lambda: predicate() or graph.failed(), timeout, what)
+        value = wait_for(lambda: predicate() or graph.failed(), timeout, what)
         assert not graph.failed(), graph.failed()
+        return value
     return until
 
 
@@ -94,12 +100,69 @@ def run_command(argv: list[str], timeout: float, tries: int = 3, answered=lambda
     participant matched none of the stack's (it then says "no … is running" and sent nothing;
     Fast DDS's TCP transport, LARGE_DATA, leaves about one participant pair in a hundred
     unmatched) or `answered(out)` is false."""
-    import os
-    import subprocess
-
     for _ in range(tries):
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
         if not out.stdout.startswith(UNMATCHED) and answered(out):
             break
     return out
 
+
+class PeerHost:
+    """A second machine for two-host tests: a network namespace of its own joined to the test's
+    by a veth pair (`gva<n>` here at 10.231.<n>.1, `gvb<n>` there at .2), multicast routed over
+    it for DDS discovery; nothing leaves the test's loopback-only namespace. `prefix` runs a
+    command there (graph.NodeSpec.prefix); `cut()` and `restore()` take the link down and up."""
+
+    def __init__(self, n: int):
+        self.here, self.there = f"gva{n}", f"gvb{n}"
+        self.address = f"10.231.{n}.2"
+        self._holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+        ours, deadline = os.readlink("/proc/self/ns/net"), time.monotonic() + 10
+        while os.readlink(f"/proc/{self._holder.pid}/ns/net") == ours:
+            assert time.monotonic() < deadline and self._holder.poll() is None, "unshare -n did not start"
+            time.sleep(0.01)
+        self.netns = os.readlink(f"/proc/{self._holder.pid}/ns/net")
+        self.prefix = ("nsenter", "-t", str(self._holder.pid), "-n", "--")
+        self._ip("link", "add", self.here, "type", "veth", "peer", "name", self.there, "netns", str(self._holder.pid))
+        self._ip("addr", "add", f"10.231.{n}.1/24", "dev", self.here)
+        for args in (("link", "set", "lo", "up"), ("addr", "add", f"{self.address}/24", "dev", self.there),
+                     ("link", "set", self.there, "up"), ("route", "add", "224.0.0.0/4", "dev", self.there)):
+            self._ip(*args, there=True)
+        self.restore()
+
+    def _ip(self, *args: str, there: bool = False) -> None:
+        cmd = [*(self.prefix if there else ()), "ip", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        assert out.returncode == 0, f"{' '.join(cmd)}: {out.stderr.strip()}"
+
+    def cut(self) -> None:
+        self._ip("link", "set", self.here, "down")
+
+    def restore(self) -> None:
+        """Link up, and this side's multicast route again (a link going down takes its routes)."""
+        self._ip("link", "set", self.here, "up")
+        subprocess.run(["ip", "route", "replace", "224.0.0.0/4", "dev", self.here], check=True)
+
+    def close(self) -> None:
+        self._holder.kill()   # the namespace, and the veth pair with it, go with its last process
+        self._holder.wait()
+
+
+class LineLog:
+    """A Bringup `out` that forwards the nodes' output to stdout and keeps it to search."""
+
+    def __init__(self):
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        with self._lock:
+            self._lines.append(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def has(self, text: str) -> bool:
+        with self._lock:
+            return any(text in line for line in self._lines)

@@ -166,6 +166,26 @@ def test_a_chunk_computed_while_its_episode_ended_is_dropped(command, phase):
         ((2, "running", 0) if isinstance(command, Pick) else (1, phase, 0))
 
 
+def test_a_lost_link_ends_the_running_episode_once_and_drops_the_chunk_under_way():
+    published, loop, ended = [], None, []
+
+    def truth_while_the_link_goes():
+        ended.append(loop.end_episode("link_lost", "no TCP pose"))
+        return CUBE
+
+    loop = _loop(truth_while_the_link_goes, published)
+    assert loop.end_episode("link_lost", "no TCP pose") is None, "no episode to end yet"
+    loop.instruct(Pick("red cube"), "pick up the red cube", T0)
+    stamp = T0 + 1000 * MS
+    _poses(loop, T0, stamp)
+    _views(loop, stamp)
+    assert _skip(loop, stamp + 20 * MS).reason == "episode_ended" and published == []
+    assert ended[0] is not None and ended[0].id == 1
+    assert loop.end_episode("link_lost", "again") is None, "ended once"
+    status = loop.status()
+    assert (status["phase"], status["reason"]) == ("link_lost", "no TCP pose")
+
+
 def _grasp_poses() -> list[Pose]:
     """TCP poses that take the expert to its close: above the cube, aligned 5 cm above the
     grasp, at the grasp (as tests/test_policy_core.py walks it)."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections import Counter
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -38,6 +40,7 @@ from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy import backends
 from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.debug import bbox_view
+from graspvla_ros.policy.link import LinkWatch
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
@@ -64,6 +67,8 @@ class PolicyNode(Node):
         self._images_inferring: Counter[str] = Counter()
         self._truth: dict | None = None
         self._object_names: list[str] = []
+        # the controller's TCP poses as a heartbeat of the robot host (two hosts: the link to it)
+        self._link = LinkWatch(s.link_timeout)
 
         options = {}
         if s.backend == "graspvla":
@@ -97,8 +102,7 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data)
             self.create_subscription(CameraInfo, camera_info_topic(v), lambda m, v=v: self._on_info(v, m),
                                      qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, EE_POSE,
-                                 lambda m: self.loop.add_pose(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
+        self.create_subscription(PoseStamped, EE_POSE, self._on_pose, 50)
         self.create_subscription(PoseStamped, COMMANDED_POSE,
                                  lambda m: self.loop.add_commanded(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
         self.create_subscription(Float64, GRIPPER_COMMAND,
@@ -108,7 +112,10 @@ class PolicyNode(Node):
                                  lambda m: self.loop.set_controller_state(m.data), LATCHED)
         self.create_subscription(String, INSTRUCTION, self._on_instruction, 10)
         self.create_timer(0.1, self._check_episode)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # on this host's steady clock: in the sim graph the node clock is /clock, which stops with a lost link
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(0.2, self._check_link, clock=steady)
+        self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self._publish_status("")
 
         self._worker = threading.Thread(target=self.loop.run, args=(self._on_cycle, self._skip, self.context.ok),
@@ -125,6 +132,24 @@ class PolicyNode(Node):
         """Live parameters (`ros2 param set`): a bad value raises ValueError and is refused."""
         self.loop.update(**changes)
         self.get_logger().info("parameters changed: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._link.heard(time.monotonic())
+        self.loop.add_pose(stamp_to_ns(msg.header.stamp), pose_from_msg(msg.pose))
+
+    def _check_link(self) -> None:
+        change = self._link.check(time.monotonic())
+        if change is None:
+            return
+        if not self._link.lost:
+            self.get_logger().info(change)
+            return
+        self.get_logger().error(change)
+        ep = self.loop.end_episode("link_lost", "no TCP pose from the controller: robot host or link down")
+        if ep is not None:
+            self.get_logger().error(f"episode {ep.id} link_lost: send the instruction again once the link is back")
+            self._call(self.hold_client, "hold")
+            self._publish_status(ep.reason)
 
     def _on_image(self, view: str, msg: Image) -> None:
         received = self._now()
@@ -236,9 +261,13 @@ class PolicyNode(Node):
         values += [KeyValue(key=f"images.{v}", value=str(self._images[v])) for v in VIEWS]
         values += [KeyValue(key=f"images_during_inference.{v}", value=str(self._images_inferring[v])) for v in VIEWS]
         values.append(KeyValue(key="inference_s", value=f"{self.loop.inference_s:.3f}"))
+        values.append(KeyValue(key="robot_link", value=self._link.describe(time.monotonic())))
         level = DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK
+        message = self._last_reason or "ok"
+        if self._link.lost:
+            level, message = DiagnosticStatus.ERROR, "no TCP pose from the controller: robot host or link down"
         msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name="graspvla/policy", values=values,
-                                                       message=self._last_reason or "ok",
+                                                       message=message,
                                                        hardware_id=self.loop.backend.name)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)

@@ -75,7 +75,7 @@ def parse(text: str) -> Pick | Stop | Home | Refused:
 @dataclass
 class Episode:
     """One instruction's attempt; `phase` is running until it ends (succeeded | timeout |
-    stopped | replaced | homed)."""
+    stopped | replaced | homed | link_lost)."""
 
     id: int
     target: str

@@ -176,6 +176,12 @@ class PolicyLoop:
                 self._new_input.notify_all()
             return ended, started
 
+    def end_episode(self, phase: str, reason: str) -> Episode | None:
+        """End the running episode from outside (the robot link lost); the episode if this ended it."""
+        with self._lock:
+            ep = self._episode
+            return ep if ep is not None and ep.end(phase, reason) else None
+
     def check_episode(self, now_ns: int) -> Episode | None:
         """Success or timeout of the running episode from the newest TCP pose, the commanded
         gripper and the measured width; the episode if it ended or its reason changed."""

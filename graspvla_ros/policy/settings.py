@@ -54,6 +54,10 @@ class PolicySettings:
     min_grasp_width: float = setting(0.005, 'm, a closed gripper measured narrower than this (/graspvla/gripper_width) '
                                             'holds nothing: no success')
     base_frame: str = setting('base', 'the frame chunks must be in and poses are published in')
+    link_timeout: float = setting(
+        1.0, "s without a TCP pose from the controller (the robot host, on two machines the link to it) after which "
+             "the running episode ends (`link_lost`): a person re-sends the instruction once the link is back; "
+             "0 = not watched. On this host's steady clock")
     controller: str = setting(CONTROLLER, "the controller node: its `state` topic and `hold`/`home` services")
 
     def __post_init__(self) -> None:
@@ -70,6 +74,7 @@ class PolicySettings:
             (self.max_image_age > 0, f"max_image_age must be > 0 s, got {self.max_image_age}"),
             (self.proprio_lookback >= 0, f"proprio_lookback must be ≥ 0 s, got {self.proprio_lookback}"),
             (self.history in ("measured", "commanded"), f"history must be measured or commanded, got {self.history!r}"),
+            (self.link_timeout >= 0, f"link_timeout must be ≥ 0 s (0: not watched), got {self.link_timeout}"),
             (self.episode_timeout > 0, f"episode_timeout must be > 0 s, got {self.episode_timeout}"),
             (self.lift_success > 0, f"lift_success must be > 0 m, got {self.lift_success}"),
             (self.min_grasp_width >= 0, f"min_grasp_width must be ≥ 0 m, got {self.min_grasp_width}"),
