@@ -1,0 +1,186 @@
+"""The sim graph split across two hosts, as the robot graph runs on a real-time PC and a GPU
+machine (`host:=robot` / `host:=policy`): the policy in a network namespace of its own joined to
+the test's by a veth pair, one ROS graph across the link. It grasps; a cut link holds the arm
+and ends the episode; once the link is back nothing from before the cut moves the arm and the
+next instruction grasps.
+
+Run by tests/test_two_hosts.py in a process whose Fast DDS uses the split graph's transport."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from conftest import wait_for
+from helpers import SIM_CAMERAS, LineLog, PeerHost, graph_waiter, say_until
+from graspvla_ros.bringup import Bringup
+from graspvla_ros.graph import HOSTS, SPLIT_ENVIRONMENT, configure, sim_graph
+from graspvla_ros.nodes.common import call_trigger
+from graspvla_ros.nodes.convert import stamp_to_ns
+from graspvla_ros.nodes.sim_world_node import LATCHED
+from graspvla_ros.safety import SafetyLimits
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.timeout(1200)]
+LATCHED_LOG = QoSProfile(depth=50, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+HOLD_TIMEOUT = SafetyLimits().hold_timeout
+
+
+@pytest.fixture(scope="module")
+def hosts(new_loopback_host):
+    """(graph, peer, log): sim_world and the controller here (the robot host), the policy on
+    the peer host, each part from graph.HOSTS as `bringup host:=…` takes it."""
+    assert os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") == SPLIT_ENVIRONMENT["FASTDDS_BUILTIN_TRANSPORTS"], \
+        "run by tests/test_two_hosts.py: this process's own node must use the split graph's transport"
+    peer = PeerHost(1)
+    try:
+        host = new_loopback_host()
+        specs = configure(sim_graph(), sim_world={"host": host, "seed": 7, **SIM_CAMERAS},
+                          controller={"robot_ip": host}, policy={"backend": "expert"})
+        robot = [replace(s, env=SPLIT_ENVIRONMENT) for s in specs if HOSTS["robot"](s)]
+        policy = [replace(s, env=SPLIT_ENVIRONMENT, prefix=peer.prefix) for s in specs if HOSTS["policy"](s)]
+        log = LineLog()
+        with Bringup(robot + policy, out=log) as graph:
+            yield graph, peer, log
+    finally:
+        peer.close()
+
+
+class Robot:
+    """What the test sees on the robot host: TCP poses (sim stamps), controller states with the
+    newest pose stamp when each arrived, chunks, rejections and the policy's statuses."""
+
+    def __init__(self, node):
+        self.lock = threading.RLock()
+        self.poses: list[tuple[int, np.ndarray]] = []
+        self.states: list[tuple[str, int]] = []
+        self.chunks: list[int] = []
+        self.rejections: list[str] = []
+        self.status: list[dict] = []
+        node.create_subscription(PoseStamped, "/graspvla/ee_pose", self._pose, 100)
+        node.create_subscription(String, "/controller/state", self._state, LATCHED_LOG)
+        node.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk",
+                                 lambda m: self._add(self.chunks, stamp_to_ns(m.header.stamp)), 50)
+        node.create_subscription(String, "/controller/rejection", lambda m: self._add(self.rejections, m.data), 50)
+        node.create_subscription(String, "/graspvla/status", lambda m: self._add(self.status, json.loads(m.data)),
+                                 LATCHED_LOG)
+        self.instruction = node.create_publisher(String, "/graspvla/instruction", 10)
+        self.set_target = node.create_publisher(String, "sim/set_target", LATCHED)
+        self.check = node.create_client(Trigger, "sim/check_success")
+        self.reset = node.create_client(Trigger, "sim/reset_objects")
+
+    def _add(self, to: list, item) -> None:
+        with self.lock:
+            to.append(item)
+
+    def _pose(self, m) -> None:
+        p = m.pose.position
+        self._add(self.poses, (stamp_to_ns(m.header.stamp), np.array([p.x, p.y, p.z])))
+
+    def _state(self, m) -> None:
+        with self.lock:
+            self.states.append((m.data, self.poses[-1][0] if self.poses else 0))
+
+    def now(self) -> int:
+        """The newest TCP pose stamp: the robot host's sim time."""
+        with self.lock:
+            return self.poses[-1][0] if self.poses else 0
+
+    def last(self) -> dict:
+        with self.lock:
+            return self.status[-1] if self.status else {}
+
+    def moved(self, start_ns: int, end_ns: int) -> float:
+        """How far the TCP went between two sim times, m (its path's extent)."""
+        with self.lock:
+            path = np.array([p for t, p in self.poses if start_ns <= t <= end_ns])
+        assert len(path) >= 50, f"only {len(path)} poses between {start_ns} and {end_ns}"
+        return float(np.ptp(path, axis=0).max())
+
+
+@pytest.fixture
+def robot(hosts, ros_node):
+    graph, _, _ = hosts
+    r = Robot(ros_node)
+    graph_waiter(graph, wait_for)(lambda: r.last() and r.now(), 240,
+                                  "the policy's status (across the link) and the controller's TCP pose")
+    wait_for(lambda: r.set_target.get_subscription_count() > 0, 60, "sim_world's sim/set_target subscription")
+    return r
+
+
+def _grasp(graph, robot: Robot, target: str) -> None:
+    until = graph_waiter(graph, wait_for)
+    robot.set_target.publish(String(data=target))
+    before = robot.last().get("episode", 0)
+    say_until(until, robot.instruction, f"pick up the {target}",
+              lambda: robot.last().get("episode", 0) > before, "the episode to start (the instruction across the link)")
+    episode = robot.last()["episode"]
+    until(lambda: robot.last()["phase"] != "running", 300, f"the grasp of the {target} to end")
+    assert robot.last()["episode"] == episode and robot.last()["phase"] == "succeeded", robot.last()
+    reply = call_trigger(robot.check, 30)
+    assert reply is not None and reply.success, reply and reply.message
+
+
+def test_the_policy_runs_on_the_other_host_and_the_split_graph_grasps(hosts, robot):
+    graph, peer, _ = hosts
+    policy = next(p for p in graph.procs if p.spec.name == "policy")
+    assert os.readlink(f"/proc/{policy.proc.pid}/ns/net") == peer.netns != os.readlink("/proc/self/ns/net")
+    _grasp(graph, robot, "red cube")
+
+
+def test_a_cut_link_holds_the_arm_and_ends_the_episode_and_nothing_from_before_it_moves_the_arm(hosts, robot):
+    graph, peer, log = hosts
+    until = graph_waiter(graph, wait_for)
+    reply = call_trigger(robot.reset, 30)
+    assert reply is not None and reply.success, reply and reply.message
+    robot.set_target.publish(String(data="blue cylinder"))
+    before = robot.last().get("episode", 0)
+    say_until(until, robot.instruction, "pick up the blue cylinder",
+              lambda: robot.last().get("episode", 0) > before, "the episode to start")
+    with robot.lock:
+        n = len(robot.chunks)
+    until(lambda: len(robot.chunks) >= n + 3 and robot.states[-1][0] == "RUNNING", 120, "the arm moving on chunks")
+
+    with robot.lock:
+        n_states, cut_ns = len(robot.states), robot.now()
+    peer.cut()
+    try:
+        held = until(lambda: next((s for s in robot.states[n_states:] if s[0] == "HOLDING"), None), 60,
+                     "the controller to hold on its watchdog")
+        # the last chunk came before the cut; poses are sampled every 5 ms and the state is sent at once
+        assert held[1] - cut_ns <= (HOLD_TIMEOUT + 0.2) * 1e9, \
+            f"HOLDING {(held[1] - cut_ns) / 1e9:.2f} s after the cut (hold_timeout {HOLD_TIMEOUT} s)"
+        until(lambda: robot.now() > held[1] + 1.5e9, 60, "1.5 s of poses after the hold")
+        moved = robot.moved(held[1] + int(0.5e9), held[1] + int(1.5e9))
+        assert moved < 1e-3, f"the arm moved {moved * 1e3:.2f} mm in the 1 s after the hold began"
+        until(lambda: log.has("[policy]") and log.has("no TCP pose from the controller for"), 60,
+              "the policy to report the link lost")
+        until(lambda: log.has("link_lost: send the instruction again"), 30, "the policy to end the episode")
+        assert not graph.failed(), graph.failed()
+    finally:   # a failure here must not leave the link down: DDS would hang the teardown
+        with robot.lock:
+            restored_ns, n_rejections = robot.now(), len(robot.rejections)
+            n_states, n_chunks = len(robot.states), len(robot.chunks)
+        peer.restore()
+    until(lambda: robot.last().get("phase") == "link_lost", 120,
+          "the policy's link_lost status once the link is back")
+    until(lambda: log.has("TCP poses arrive again"), 60, "the policy to see the link back")
+    until(lambda: robot.now() > restored_ns + 3e9, 60, "3 s of the restored link")
+    with robot.lock:
+        states = [s for s, _ in robot.states[n_states:]]
+        stale = [t for t in robot.chunks[n_chunks:] if t < cut_ns]   # sent before the cut, delivered after
+        rejected = robot.rejections[n_rejections:]
+    assert "RUNNING" not in states, f"a chunk moved the arm after the link came back: {states}, rejected {rejected}"
+    moved = robot.moved(restored_ns, restored_ns + int(3e9))
+    assert moved < 1e-3, f"the arm moved {moved * 1e3:.2f} mm after the link came back"
+    assert len(stale) == 0 or rejected, f"chunks from before the cut arrived and were not refused: {stale}"
+
+    _grasp(graph, robot, "blue cylinder")
