@@ -40,7 +40,7 @@ from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy import backends
 from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.debug import bbox_view
-from graspvla_ros.policy.link import LinkWatch
+from graspvla_ros.policy.link import LOST, LinkWatch
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
@@ -145,7 +145,7 @@ class PolicyNode(Node):
             self.get_logger().info(change)
             return
         self.get_logger().error(change)
-        ep = self.loop.end_episode("link_lost", "no TCP pose from the controller: robot host or link down")
+        ep = self.loop.end_episode("link_lost", LOST)
         if ep is not None:
             self.get_logger().error(f"episode {ep.id} link_lost: send the instruction again once the link is back")
             self._call(self.hold_client, "hold")
@@ -265,7 +265,7 @@ class PolicyNode(Node):
         level = DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK
         message = self._last_reason or "ok"
         if self._link.lost:
-            level, message = DiagnosticStatus.ERROR, "no TCP pose from the controller: robot host or link down"
+            level, message = DiagnosticStatus.ERROR, LOST
         msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name="graspvla/policy", values=values,
                                                        message=message,
                                                        hardware_id=self.loop.backend.name)])

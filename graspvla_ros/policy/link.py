@@ -4,6 +4,8 @@ Judged on this host's own monotonic clock, never by comparing stamps of two host
 the node clock: in the sim graph that is `/clock`, which stops with the link it comes over."""
 from __future__ import annotations
 
+LOST = "no TCP pose from the controller: robot host or link down"   # the episode's reason, diagnostics
+
 
 class LinkWatch:
     """`heard(now)` at every TCP pose; `check(now)` says (once) when nothing came for
