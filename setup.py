@@ -14,6 +14,7 @@ NODES = {
     "recorder_node": "graspvla_ros.nodes.recorder_node:main",
     "player_node": "graspvla_ros.nodes.player_node:main",
     "policy_node": "graspvla_ros.nodes.policy_node:main",
+    "model_view_node": "graspvla_ros.nodes.model_view_node:main",
 }
 TOOLS = {
     "graspvla": "graspvla_ros.cli:main",

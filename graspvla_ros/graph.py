@@ -20,7 +20,7 @@ import yaml
 from graspvla_ros.bag.settings import PlaybackSettings, RecordingSettings
 from graspvla_ros.camera.settings import CameraSettings
 from graspvla_ros.control.settings import ControllerSettings
-from graspvla_ros.graph_checks import GraphError, check
+from graspvla_ros.graph_checks import GraphError, check, configured
 from graspvla_ros.interfaces import (EE_POSE, GRIPPER_COMMAND, INSTRUCTION, SIM_INJECT_FAULT, SIM_SET_TARGET,
                                      camera_topics)
 from graspvla_ros.policy.settings import PolicySettings
@@ -129,6 +129,11 @@ def policy(**params: Any) -> NodeSpec:
 def camera(name: str, **params: Any) -> NodeSpec:
     """One RealSense colour camera ("front" or "side"); set `serial` per camera on the robot."""
     return _node("camera_node", f"{name}_camera", {"name": name, **params})
+
+
+def model_view(**params: Any) -> NodeSpec:
+    """The official client's view of each camera (crop, 256², JPEG), for a policy on the other host."""
+    return _node("model_view_node", "model_view", params)
 
 
 def sim_world(**params: Any) -> NodeSpec:
@@ -282,6 +287,8 @@ GRAPH_ARGUMENTS = {a.name: a for a in (
     GraphArgument("tiny", "policy", PolicySettings, "tiny"),
     GraphArgument("rate_hz", "policy", PolicySettings, "rate_hz"),
     GraphArgument("device", "policy", PolicySettings, "device"),
+    GraphArgument("transport", "policy", PolicySettings, "transport", ("sim", "robot"),
+                  "`model_view` adds `model_view` (model_view_node) to the robot host, with the policy's `jpeg_quality`"),
     GraphArgument("history", "policy", PolicySettings, "history", note="`commanded` goes with strategy:=official_blocking"),
     GraphArgument("strategy", "controller", ControllerSettings, "strategy", ("sim", "robot"),
                   "`official_blocking` goes with history:=commanded"),
@@ -309,10 +316,22 @@ def build(graph: str, arguments: dict[str, str], host: str = "all") -> list[Node
              if graph in a.graphs and arguments.get(a.name, "") != ""]
     specs = [replace(s, params={**s.params, **{a.param: v for a, v in given if a.node == s.name}})
              for s in NODES[graph]()]
+    specs += _model_view(specs)
     check(graph, specs, CONFIG_DIR)
     if host == "all":
         return specs
     return [replace(s, env={**s.env, **SPLIT_ENVIRONMENT}) for s in specs if HOSTS[host](s)]
+
+
+def _model_view(specs: list[NodeSpec]) -> list[NodeSpec]:
+    """model_view_node where the policy takes `transport: model_view`: it encodes at the policy's
+    `jpeg_quality` (one source: the model sees what the policy would have made of the raw frames)."""
+    policy_spec = next((s for s in specs if s.name == "policy"), None)
+    if policy_spec is None or configured(policy_spec, "transport", CONFIG_DIR) != "model_view":
+        return []
+    quality = configured(policy_spec, "jpeg_quality", CONFIG_DIR)
+    sim_time = {"use_sim_time": True} if policy_spec.params.get("use_sim_time") else {}
+    return [model_view(jpeg_quality=quality, **sim_time)]
 
 
 def sim_graph(**arguments: str) -> list[NodeSpec]:

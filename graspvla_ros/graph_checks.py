@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from graspvla_ros.policy.settings import TRANSPORTS
+
 
 class GraphError(ValueError):
     """A graph that must not start as asked; the message is one line naming the argument to set."""
@@ -34,6 +36,13 @@ def check(graph: str, specs: list, config_dir: Path) -> None:
             what = f"checkpoint:={checkpoint} is not a directory" if checkpoint else "no GraspVLA checkpoint"
             raise GraphError(f"{graph} graph: {what}: set checkpoint:=<dir> (the official checkpoint: config.json, "
                              "preprocessor.npz, checkpoint/), or tiny:=true to try the graph on tiny random weights")
+        transport = configured(nodes["policy"], "transport", config_dir)
+        if transport not in TRANSPORTS:
+            raise GraphError(f"{graph} graph: transport:={transport}: must be one of {', '.join(TRANSPORTS)}")
+        if transport == "model_view" and \
+                not configured(nodes["policy"], "jpeg_quality", config_dir):
+            raise GraphError(f"{graph} graph: transport:=model_view sends the views as JPEGs, but the policy's "
+                             "jpeg_quality is 0 (no JPEG): set it to 1 … 100 in config/policy.yaml (75: the official)")
     if "policy" in nodes and "controller" in nodes:
         strategy = configured(nodes["controller"], "strategy", config_dir)
         history = configured(nodes["policy"], "history", config_dir)

@@ -89,6 +89,12 @@ def camera_topics() -> tuple[str, ...]:
     return tuple(t for v in VIEWS for t in (image_topic(f"/{v}"), camera_info_topic(f"/{v}")))
 
 
+def model_view_topic(camera: str) -> str:
+    """sensor_msgs/CompressedImage, JPEG: the official client's 256×256 view of `image_topic(camera)`
+    (crop, resize, JPEG q75), same stamps; model_view_node publishes it for `transport: model_view`."""
+    return f"{camera}/model_view/compressed"
+
+
 def depth_image_topic(camera: str) -> str:
     """sensor_msgs/Image, 16UC1 mm aligned to colour (camera_node with enable_depth)."""
     return f"{camera}/aligned_depth_to_color/image_raw"

@@ -25,6 +25,7 @@ DOC = ROOT / "docs" / "interfaces.md"
 TABLES = (
     "graspvla_ros.nodes.controller_node",
     "graspvla_ros.nodes.camera_node",
+    "graspvla_ros.nodes.model_view_node",
     "graspvla_ros.nodes.sim_world_node",
     "graspvla_ros.nodes.scripted_chunks_node",
     "graspvla_ros.nodes.calibration_node",

@@ -8,11 +8,12 @@ the angular extent it was trained on.
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 MODEL_SIZE = 224
 CLIENT_SIZE = 256
@@ -127,6 +128,33 @@ def client_view(image: np.ndarray, crop: CropWindow | None = None) -> np.ndarray
         crop = official_crop(image.shape[1], image.shape[0])
     window = np.ascontiguousarray(crop.apply(image))
     return cv2.resize(window, (CLIENT_SIZE, CLIENT_SIZE), interpolation=cv2.INTER_CUBIC)
+
+
+def encode_view(image: np.ndarray, crop: CropWindow | None, quality: int) -> bytes:
+    """The official client's bytes on the wire: `client_view` as a JPEG (PIL) at `quality` (1–100).
+    What the robot host sends the policy with `transport: model_view` (a sensor_msgs/CompressedImage)."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be 1 … 100, got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(client_view(image, crop)).save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def decode_view(data: bytes) -> np.ndarray:
+    """The 256×256 RGB view the model's server reads from `encode_view`'s bytes; ImageError says
+    why not (not a JPEG, truncated, another size)."""
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as jpeg:
+            if jpeg.format != "JPEG":
+                raise ImageError(f"a model view must be a JPEG, got {jpeg.format}")
+            image = np.asarray(jpeg.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image ({len(data)} bytes)") from None
+    except (OSError, SyntaxError) as err:  # PIL: truncated or corrupt data
+        raise ImageError(f"not a readable JPEG ({len(data)} bytes): {err}") from None
+    if image.shape[:2] != (CLIENT_SIZE, CLIENT_SIZE):
+        raise ImageError(f"a model view is {CLIENT_SIZE}×{CLIENT_SIZE}, got {image.shape[1]}×{image.shape[0]}")
+    return image
 
 
 def letterbox_to_model(image: np.ndarray, size: int = MODEL_SIZE) -> np.ndarray:

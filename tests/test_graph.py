@@ -130,6 +130,19 @@ def test_two_hosts_split_the_graph_policy_apart_with_the_same_arguments():
     assert len(out) == 1 and "graspvla_ros.nodes.policy_node" in out[0]
 
 
+def test_transport_model_view_puts_the_encoder_on_the_robot_host_with_the_policys_jpeg_quality():
+    arguments = {**ALL_ARGUMENTS, "transport": "model_view"}
+    robot, policy = build("robot", arguments, "robot"), build("robot", arguments, "policy")
+    assert [s.name for s in robot] == ["front_camera", "side_camera", "controller", "model_view"]
+    assert [s.name for s in policy] == ["policy"] and policy[0].params["transport"] == "model_view"
+    assert robot[-1].params == {"jpeg_quality": 75}
+    sim = {s.name: s for s in build("sim", {"transport": "model_view"}, "robot")}
+    assert sim["model_view"].params == {"jpeg_quality": 75, "use_sim_time": True}, "the sim graph's one clock"
+    assert "model_view" not in {s.name for s in build("robot", ALL_ARGUMENTS)}, "raw frames by default"
+    with pytest.raises(GraphError, match="transport:=jpeg: must be one of raw, model_view"):
+        build("sim", {"transport": "jpeg"})
+
+
 def test_bringup_prints_the_command_lines_of_the_graph():
     out = subprocess.run([sys.executable, "-m", "graspvla_ros.bringup", "robot", "--print", "rate_hz:=3",
                           "backend:=graspvla", *(f"{k}:={v}" for k, v in MINIMAL["robot"].items())],

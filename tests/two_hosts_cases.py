@@ -32,23 +32,20 @@ from graspvla_ros.safety import SafetyLimits
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.timeout(1200)]
 LATCHED_LOG = QoSProfile(depth=50, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 HOLD_TIMEOUT = SafetyLimits().hold_timeout
-# Raw frames cross the link over UDP (graph.SPLIT_ENVIRONMENT). Two 320×240 frames sent at once
-# (460 kB) overflow a default 208 kB socket buffer on a loaded machine and every pair was lost in
-# CI; 160×120 (58 kB each) fits. Raw camera frames across hosts are #17's model_view item, not
-# this test's: it tests what the link's failure does.
-LINK_CAMERAS = {**SIM_CAMERAS, "width": 160, "height": 120}
 
 
 @pytest.fixture(scope="module")
 def hosts(new_loopback_host):
-    """(graph, peer, log): sim_world and the controller here (the robot host), the policy on
-    the peer host, each part from graph.HOSTS as `bringup host:=…` takes it."""
+    """(graph, peer, log): sim_world, model_view and the controller here (the robot host), the
+    policy on the peer host, each part from graph.HOSTS as `bringup host:=…` takes it. The views
+    cross the link as the model's JPEGs (transport:=model_view): raw frames over UDP (the split
+    graph's transport) were lost in CI, two 320×240 frames at once overflowing a 208 kB socket buffer."""
     assert os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") == SPLIT_ENVIRONMENT["FASTDDS_BUILTIN_TRANSPORTS"], \
         "run by tests/test_two_hosts.py: this process's own node must use the split graph's transport"
     peer = PeerHost(1)
     try:
         host = new_loopback_host()
-        specs = configure(sim_graph(), sim_world={"host": host, "seed": 7, **LINK_CAMERAS},
+        specs = configure(sim_graph(transport="model_view"), sim_world={"host": host, "seed": 7, **SIM_CAMERAS},
                           controller={"robot_ip": host}, policy={"backend": "expert"})
         robot = [replace(s, env=SPLIT_ENVIRONMENT) for s in specs if HOSTS["robot"](s)]
         policy = [replace(s, env=SPLIT_ENVIRONMENT, prefix=peer.prefix) for s in specs if HOSTS["policy"](s)]
@@ -136,8 +133,9 @@ def _grasp(graph, robot: Robot, target: str) -> None:
 
 def test_the_policy_runs_on_the_other_host_and_the_split_graph_grasps(hosts, robot):
     graph, peer, _ = hosts
-    policy = next(p for p in graph.procs if p.spec.name == "policy")
-    assert os.readlink(f"/proc/{policy.proc.pid}/ns/net") == peer.netns != os.readlink("/proc/self/ns/net")
+    procs = {p.spec.name: p.proc.pid for p in graph.procs}
+    assert os.readlink(f"/proc/{procs['policy']}/ns/net") == peer.netns != os.readlink("/proc/self/ns/net")
+    assert os.readlink(f"/proc/{procs['model_view']}/ns/net") == os.readlink("/proc/self/ns/net")
     _grasp(graph, robot, "red cube")
 
 

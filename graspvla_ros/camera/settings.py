@@ -45,3 +45,18 @@ class CameraSettings:
             raise ValueError("source 'playback' needs playback_path (a .db3 recorded with rs.recorder)")
         if not self.stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 s, got {self.stall_timeout}")
+
+
+@dataclass(frozen=True)
+class ModelViewSettings:
+    """What model_view_node sends the policy on the other host (`transport: model_view`)."""
+
+    jpeg_quality: int = setting(75, "JPEG quality of the views (1–100); the graphs set the policy's `jpeg_quality`, "
+                                    "so the model sees what it would on one host")
+    diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be 1 … 100, got {self.jpeg_quality}")
+        if not self.diagnostics_period > 0:
+            raise ValueError(f"diagnostics_period must be > 0 s, got {self.diagnostics_period}")

@@ -20,7 +20,7 @@ from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -30,7 +30,7 @@ from graspvla_ros.chunk import Pose
 from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE, DEBUG_GRASP_MARKERS,
                                      DEBUG_GRASP_POSE, DEBUG_TIMINGS, DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND,
                                      GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION, SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS,
-                                     camera_info_topic, debug_bbox_topic, image_topic, under)
+                                     camera_info_topic, debug_bbox_topic, image_topic, model_view_topic, under)
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.camera_node import image_msg
 from graspvla_ros.nodes.common import run
@@ -44,7 +44,7 @@ from graspvla_ros.policy.link import LOST, LinkWatch
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
-from graspvla_ros.preprocess import CropWindow, ImageError, crop_from_camera_info, image_from_msg
+from graspvla_ros.preprocess import CropWindow, ImageError, crop_from_camera_info, decode_view, image_from_msg
 from graspvla_ros.settings import build, params
 
 CONFIG = 'policy.yaml'
@@ -98,6 +98,10 @@ class PolicyNode(Node):
         self.home_client = self.create_client(Trigger, under(controller, HOME))
 
         for v in VIEWS:
+            if s.transport == "model_view":
+                self.create_subscription(CompressedImage, model_view_topic(v), lambda m, v=v: self._on_view(v, m),
+                                         qos_profile_sensor_data)
+                continue
             self.create_subscription(Image, image_topic(v), lambda m, v=v: self._on_image(v, m),
                                      qos_profile_sensor_data)
             self.create_subscription(CameraInfo, camera_info_topic(v), lambda m, v=v: self._on_info(v, m),
@@ -152,16 +156,29 @@ class PolicyNode(Node):
             self._publish_status(ep.reason)
 
     def _on_image(self, view: str, msg: Image) -> None:
-        received = self._now()
-        self._images[view] += 1
-        if self.loop.inferring:
-            self._images_inferring[view] += 1
+        received = self._received(view)
         try:
             rgb = image_from_msg(msg)
         except ImageError as err:
             self._skip(Skip("bad_image", f"{view}: {err}"))
             return
         self.loop.add_frame(view, Frame(stamp_to_ns(msg.header.stamp), rgb, self._crops.get(view), received))
+
+    def _on_view(self, view: str, msg: CompressedImage) -> None:
+        """transport model_view: the view the robot host made (crop, resize, JPEG), decoded."""
+        received = self._received(view)
+        try:
+            rgb = decode_view(msg.data)
+        except ImageError as err:
+            self._skip(Skip("bad_image", f"{view}: {err}"))
+            return
+        self.loop.add_frame(view, Frame(stamp_to_ns(msg.header.stamp), rgb, None, received, viewed=True))
+
+    def _received(self, view: str) -> int:
+        self._images[view] += 1
+        if self.loop.inferring:
+            self._images_inferring[view] += 1
+        return self._now()
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
         """The crop window, recomputed only when the intrinsics change."""

@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 import bisect
-import io
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 from scipy.spatial.transform import Rotation, Slerp
 
 from graspvla_ros.chunk import GRIPPER_OPEN, Pose, matrix_to_euler
-from graspvla_ros.preprocess import CropWindow, client_view
+from graspvla_ros.preprocess import CropWindow, client_view, decode_view, encode_view
 
 PROPRIO_ROWS = 4
 LOOKBACK_S = 0.3
@@ -36,28 +34,27 @@ class Skip(Exception):
         self.reason, self.detail = reason, detail
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """The image as the server sees it after the client's JPEG (PIL) at `quality`; 0 = untouched."""
-    if quality <= 0:
-        return image
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
 def client_image(rgb: np.ndarray, crop: CropWindow | None, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> np.ndarray:
-    """One camera image → the 256×256 RGB view the official client sends."""
-    return jpeg_roundtrip(client_view(rgb, crop), jpeg_quality)
+    """One camera image → the 256×256 RGB view the official client sends, as the server decodes
+    it (0 = no JPEG). The same bytes as the robot host's model view (`transport: model_view`)."""
+    if jpeg_quality <= 0:
+        return client_view(rgb, crop)
+    return decode_view(encode_view(rgb, crop, jpeg_quality))
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One camera image with its exposure stamp and the crop its CameraInfo gives."""
+    """One camera image with its exposure stamp and the crop its CameraInfo gives, or (`viewed`)
+    the client's view already made on the robot host (`transport: model_view`)."""
 
     stamp_ns: int
     rgb: np.ndarray
     crop: CropWindow | None = None
     received_ns: int = 0          # when it arrived (for the cycle timings)
+    viewed: bool = False          # rgb is the decoded 256×256 model view: no crop, resize or JPEG here
+
+    def client_image(self, jpeg_quality: int) -> np.ndarray:
+        return self.rgb if self.viewed else client_image(self.rgb, self.crop, jpeg_quality)
 
 
 def pick_pair(fronts, sides, now_ns: int, max_skew_s: float, max_age_s: float) -> tuple[Frame, Frame]:
@@ -231,5 +228,5 @@ def commanded_rows(stamp_ns: int, commanded: list[tuple[int, Pose]], start: tupl
 def observation_from(front: Frame, side: Frame, rows: np.ndarray, anchor: Pose, instruction: str, target: str,
                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, episode: int = 0) -> Observation:
     """The images' part (crop, resize, JPEG: the slow part) around already computed proprio rows."""
-    return Observation(front.stamp_ns, instruction, target, client_image(front.rgb, front.crop, jpeg_quality),
-                       client_image(side.rgb, side.crop, jpeg_quality), rows, anchor, float(rows[-1, 6]), episode)
+    return Observation(front.stamp_ns, instruction, target, front.client_image(jpeg_quality),
+                       side.client_image(jpeg_quality), rows, anchor, float(rows[-1, 6]), episode)

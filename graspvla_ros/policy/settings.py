@@ -15,6 +15,7 @@ from graspvla_ros.model.backends import BACKENDS as RUNTIMES
 from graspvla_ros.settings import setting
 
 BACKENDS = ("graspvla", "expert")  # policy.backends.create makes each
+TRANSPORTS = ("raw", "model_view")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class PolicySettings:
         live=True)
     waypoint_dt: float = setting(0.1, 's between the 8 waypoints of a chunk')
     jpeg_quality: int = setting(75, 'JPEG quality of the views, as the official client sends them (0 = no JPEG)')
+    transport: str = setting(
+        'raw', "`raw`: the cameras' images (sensor_msgs/Image), cropped, resized and JPEG'd here; `model_view`: "
+               "model_view_node on the robot host does that and sends the result (sensor_msgs/CompressedImage, the "
+               "same bytes at ~2 % of the raw ones): for a policy on another host")
     max_view_skew: float = setting(0.05, 's, most the front and side stamps of a pair may differ')
     max_image_age: float = setting(0.3, 's, oldest a pair may be when a cycle starts', live=True)
     proprio_lookback: float = setting(0.3, 's between the history proprio rows and the current one')
@@ -70,6 +75,9 @@ class PolicySettings:
             (self.rate_hz > 0, f"rate_hz must be > 0, got {self.rate_hz}"),
             (self.waypoint_dt > 0, f"waypoint_dt must be > 0 s, got {self.waypoint_dt}"),
             (0 <= self.jpeg_quality <= 100, f"jpeg_quality must be 0 (no JPEG) … 100, got {self.jpeg_quality}"),
+            (self.transport in TRANSPORTS, f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"),
+            (self.transport == "raw" or self.jpeg_quality > 0,
+             "transport model_view sends JPEGs: jpeg_quality must be 1 … 100, got 0"),
             (self.max_view_skew >= 0, f"max_view_skew must be ≥ 0 s, got {self.max_view_skew}"),
             (self.max_image_age > 0, f"max_image_age must be > 0 s, got {self.max_image_age}"),
             (self.proprio_lookback >= 0, f"proprio_lookback must be ≥ 0 s, got {self.proprio_lookback}"),
