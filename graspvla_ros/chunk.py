@@ -70,6 +70,8 @@ class ActionChunk:
     """N GraspVLA actions anchored at the end-effector pose observed at `stamp_ns`.
 
     Row k (1-based) is due at stamp_ns + k·dt. `rows` is (N, 7): Δxyz, Δeuler 'sxyz', gripper.
+    `episode` and `seq` are the policy's ids of the cycle that made it (0: none, a publisher
+    without ids): the controller runs a chunk only after every older one (control.order).
     """
 
     stamp_ns: int
@@ -78,6 +80,8 @@ class ActionChunk:
     rows: np.ndarray
     anchor: Pose
     anchor_gripper: float = GRIPPER_OPEN
+    episode: int = 0
+    seq: int = 0
     targets: tuple[Waypoint, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,10 +98,12 @@ class ActionChunk:
 
     @classmethod
     def from_targets(cls, stamp_ns: int, dt: float, frame_id: str, anchor: Pose,
-                     poses: list[Pose], grippers: list[float], anchor_gripper: float = GRIPPER_OPEN) -> ActionChunk:
+                     poses: list[Pose], grippers: list[float], anchor_gripper: float = GRIPPER_OPEN,
+                     episode: int = 0, seq: int = 0) -> ActionChunk:
         """The chunk whose chained deltas reproduce the given absolute poses (the inverse of `targets`)."""
         rows, prev = [], anchor
         for pose, grip in zip(poses, grippers):
             rows.append([*(pose.position - prev.position), *matrix_to_euler(pose.rotation @ prev.rotation.T), grip])
             prev = pose
-        return cls(stamp_ns, dt, frame_id, np.asarray(rows, float).reshape(-1, ROW_WIDTH), anchor, anchor_gripper)
+        return cls(stamp_ns, dt, frame_id, np.asarray(rows, float).reshape(-1, ROW_WIDTH), anchor, anchor_gripper,
+                   episode, seq)

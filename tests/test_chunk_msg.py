@@ -25,6 +25,19 @@ def test_round_trip_is_lossless():
     np.testing.assert_allclose(back.anchor.rotation, chunk.anchor.rotation, atol=1e-12)
 
 
+def test_the_policys_ids_travel_with_the_chunk_and_a_chunk_without_them_has_none():
+    import dataclasses
+
+    chunk = dataclasses.replace(sample_chunk(), episode=12, seq=345)
+    back = decode(encode(chunk))
+    assert (back.episode, back.seq) == (12, 345)
+    assert (decode(encode(sample_chunk())).episode, decode(encode(sample_chunk())).seq) == (0, 0)
+    msg = encode(chunk)
+    msg.points[0].velocities[0].linear.y = 2.5
+    with pytest.raises(ValueError, match="ids"):
+        decode(msg)
+
+
 def test_serialised_bytes_round_trip():
     from rclpy.serialization import deserialize_message, serialize_message
     from trajectory_msgs.msg import MultiDOFJointTrajectory

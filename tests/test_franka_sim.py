@@ -1,4 +1,5 @@
 """The franky executor against franky-sim (a real libfranka-protocol robot in MuJoCo)."""
+import dataclasses
 import threading
 import time
 
@@ -27,6 +28,14 @@ def executor(sim_host):
 def make_chunk(ex, rows, stamp=None):
     state = ex.read_state()
     return ActionChunk(stamp or ex.clock(), DT, "base", np.asarray(rows, float), state.ee)
+
+
+def late_stamp(ex, late_ns: int) -> int:
+    """A stamp `late_ns` ago, once the controller's last stop (the fixture's home) is older than
+    that: a chunk observed before a stop is refused (control.order)."""
+    wait_for(lambda: ex.clock() - ex.machine.stopped_ns > late_ns + 10_000_000, 10,
+             f"the home to be over for {late_ns / 1e6:.0f} ms")
+    return ex.clock() - late_ns
 
 
 def step_rows(n=8, d=(0.0, 0.0, 0.0), grip=0.0):
@@ -92,11 +101,28 @@ def test_a_late_chunk_is_run_not_refused_by_the_planner(executor):
     invalid input (-100: the arm held, the chunk lost). The twist is scaled to the limits: the
     chunk runs, no fault, and the arm turns."""
     start = executor.read_state().ee
-    late = executor.clock() - 90_000_000
+    late = late_stamp(executor, 90_000_000)
     executor.submit(make_chunk(executor, [[0.005, 0, 0, 0, 0, 0.05, 0]] * 8, stamp=late))
     end = wait_still(executor).ee
     assert not executor.faults, dict(executor.faults)
     assert end.rotation_to(start) > 0.1, "the arm did not turn"
+
+
+def test_a_chunk_runs_once_and_nothing_observed_before_a_hold_runs_after_it(executor):
+    """control.order on the controller: a chunk delivered twice is refused the second time
+    (stale_seq), a chunk observed before a hold is refused after it (before_stop), and a restarted
+    policy's episode 1 runs after the hold its instruction asks for."""
+    first = dataclasses.replace(make_chunk(executor, step_rows(8, (0.002, 0, 0))), episode=3, seq=1)
+    executor.submit(first)
+    with pytest.raises(ChunkRejected, match="stale_seq"):
+        executor.submit(first)
+    observed = executor.clock()
+    executor.hold()
+    with pytest.raises(ChunkRejected, match="before_stop"):
+        executor.submit(dataclasses.replace(make_chunk(executor, step_rows(8), stamp=observed), episode=3, seq=2))
+    executor.submit(dataclasses.replace(make_chunk(executor, step_rows(8)), episode=1, seq=1))
+    assert executor.rejections.counts["stale_seq"] == 1 and executor.rejections.counts["before_stop"] == 1
+    wait_still(executor)
 
 
 def test_streaming_never_stops_between_chunks(executor):
@@ -106,7 +132,7 @@ def test_streaming_never_stops_between_chunks(executor):
     on the robot's clock, per switch, so a test thread that falls behind on a busy machine
     leaves switches out instead of failing them."""
     samples, issued, stop = [], [], threading.Event()
-    arm = executor._arm
+    arm = executor.arm
     real = arm.move_through
 
     def move_through(setpoints):
@@ -221,7 +247,7 @@ class CommandLog:
     NAMES = ("move_through", "move_to", "stop")
 
     def __init__(self, ex, slow=0.0):
-        self.commands, self.arm = [], ex._arm
+        self.commands, self.arm = [], ex.arm
         arm = self.arm
         for name in self.NAMES:
             real = getattr(arm, name)
@@ -325,7 +351,7 @@ def test_close_joins_the_worker_before_letting_the_robot_go(sim_host):
     worker = ex._worker
     ex.close()
     assert not worker.is_alive()
-    assert ex._arm is None
+    assert ex.arm is None
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
@@ -369,7 +395,7 @@ def test_gripper_change_is_gated_by_position(executor, strategy):
 def test_a_gripper_change_on_an_overdue_step_still_happens(executor):
     """Latency compensation drops steps already due, but never the gripper change they carry."""
     rows = [[0, 0, 0, 0, 0, 0, -1.0]] + step_rows(7)
-    executor.submit(make_chunk(executor, rows, stamp=executor.clock() - 400_000_000))
+    executor.submit(make_chunk(executor, rows, stamp=late_stamp(executor, 400_000_000)))
     wait_for(lambda: executor.gripper_command == -1.0, 10, "the overdue close")
     wait_for(lambda: executor.state != ControllerState.GRIPPER, 10, "the close to finish")
     assert executor.read_state().gripper_width < 0.01

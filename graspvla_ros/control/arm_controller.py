@@ -23,6 +23,7 @@ from graspvla_ros.control.franky_adapter import FrankyArm, RobotState
 from graspvla_ros.control.gate import Contact, Interrupted, MotionGate
 from graspvla_ros.control.connection import Connection
 from graspvla_ros.control.homing import HomeJob, run_home
+from graspvla_ros.control.order import ChunkOrder
 from graspvla_ros.control.recovery import Recovery
 from graspvla_ros.control.settings import ControllerSettings, Timing
 from graspvla_ros.control.slot import ChunkSlot
@@ -55,7 +56,8 @@ class ArmController:
         self.on_commanded: Callable[[Pose], None] = lambda pose: None
         self.on_planned: Callable[[list[Pose]], None] = lambda poses: None  # every motion's TCP path
         self.ee_warning = ""
-        self.machine = StateMachine()
+        self.machine = StateMachine(clock=clock)
+        self.order = ChunkOrder()
         self.flush = self.machine.flush  # until every transition so far was delivered to the listeners
         self._lock = self.machine.lock
         self.slot = ChunkSlot(self._lock)
@@ -63,7 +65,6 @@ class ArmController:
         self.recovery = Recovery(self)
         self.strategy = settings.strategy
         self.connection = Connection(settings, lambda poses: self.machine.notify(self.on_planned, poses))
-        self._last_stamp_ns: int | None = None
         self.last_chunk_ns = 0
         self.last_commanded: Pose | None = None  # official_blocking chains from it
         self.still_since_ns = 0  # when the arm last came to rest after a job (official_blocking)
@@ -84,7 +85,7 @@ class ArmController:
         self._worker = threading.Thread(target=self._work, name="franka-worker", daemon=True)
         self._worker.start()
         try:
-            self._arm.recover()
+            self.arm.recover()
         except Exception as err:  # a user stop pressed, errors that stay: the state says so
             self._safely(self.recovery.handle, err)
         return self
@@ -121,11 +122,9 @@ class ArmController:
     def arm(self) -> FrankyArm | None:
         return self.connection.arm
 
-    _arm = arm
-
     @property
     def connected(self) -> bool:
-        return self._arm is not None
+        return self.arm is not None
 
     @property
     def strategy(self) -> Strategy:
@@ -153,8 +152,8 @@ class ArmController:
         value raises ValueError and changes nothing."""
         if name == "relative_dynamics_factor":
             self.settings = dataclasses.replace(self.settings, relative_dynamics_factor=value)  # checks it
-            if self._arm is not None:
-                self._arm.set_dynamics_factor(value)
+            if self.arm is not None:
+                self.arm.set_dynamics_factor(value)
         else:
             self.limits = dataclasses.replace(self.limits, **{name.removeprefix("safety."): value})
             self.settings = dataclasses.replace(self.settings, safety=self.limits)
@@ -172,8 +171,9 @@ class ArmController:
                 if self.retreating:
                     raise ChunkRejected("retreating", "backing off from a contact")
                 self._strategy.admit(self, chunk)
-                self.limits.check(chunk, now, self._last_stamp_ns)
-                self._last_stamp_ns = chunk.stamp_ns
+                self.order.admit(chunk, self.machine.stopped_ns)
+                self.limits.check(chunk, now, self.order.last_stamp_ns)
+                self.order.accepted(chunk)
                 self.last_chunk_ns = now
                 self.slot.put(chunk)
         except ChunkRejected as rejection:
@@ -197,8 +197,8 @@ class ArmController:
         """End an e-stop: IDLE (DISCONNECTED while the robot does not answer)."""
         with self._lock:
             if self.machine.state == ControllerState.ESTOPPED:
-                self._last_stamp_ns = None
-                self.machine.interrupt(ControllerState.DISCONNECTED if self._arm is None else ControllerState.IDLE,
+                self.order.forget()
+                self.machine.interrupt(ControllerState.DISCONNECTED if self.arm is None else ControllerState.IDLE,
                                        "e-stop released")
 
     def recover(self) -> None:
@@ -207,9 +207,9 @@ class ArmController:
             if self.machine.state != ControllerState.FAULT:
                 return
             epoch = self.machine.epoch
-        if self._arm is None:
+        if self.arm is None:
             raise ConnectionError(f"the robot at {self.host} is not connected")
-        self._arm.recover()
+        self.arm.recover()
         self.set_if_current(epoch, ControllerState.IDLE, "recovered by the operator")
 
     def request_home(self, joints: Sequence[float] | None = None) -> HomeJob:
@@ -247,7 +247,7 @@ class ArmController:
             epoch = self.machine.interrupt(ControllerState.HOLDING, "moving to a set pose")
             self.slot.clear()
         try:
-            self.gate.issue(epoch, self._arm.move_to, Pose(self.limits.clamp_position(pose.position), pose.rotation), False)
+            self.gate.issue(epoch, self.arm.move_to, Pose(self.limits.clamp_position(pose.position), pose.rotation), False)
             self.gate.wait_motion(epoch, timeout)
         except Interrupted:
             raise RuntimeError("move interrupted (e-stop, hold, home or a fault)") from None
@@ -266,9 +266,9 @@ class ArmController:
             self.machine.interrupt(state, why)
             self.slot.clear()
             try:
-                if self._arm is not None:
-                    self._arm.stop()
-                error = None if self._arm is not None else "not connected"
+                if self.arm is not None:
+                    self.arm.stop()
+                error = None if self.arm is not None else "not connected"
             except Exception as err:  # the robot refused or is gone
                 error = err
         if error:
@@ -282,7 +282,7 @@ class ArmController:
             if self.machine.state == ControllerState.ESTOPPED and state != ControllerState.ESTOPPED:
                 return self.machine.epoch
             self.slot.clear()
-            self._last_stamp_ns = None
+            self.order.forget()
             return self.machine.interrupt(state, why)
 
     def set_if_current(self, epoch: int, state: ControllerState, why: str) -> None:
@@ -290,10 +290,6 @@ class ArmController:
         with self._lock:
             if self.machine.current(epoch):
                 self.machine.set(state, why, announce=True)
-
-    def forget_history(self) -> None:
-        """A new start (home): no chunk stamp or commanded pose carries over (call under the lock)."""
-        self._last_stamp_ns = self.last_commanded = None
 
     # --- worker -----------------------------------------------------------------------
     def _work(self) -> None:
@@ -303,13 +299,13 @@ class ArmController:
                 if not self._running:
                     return
                 home, self._home_job = self._home_job, None
-                chunk = None if home or self._arm is None else self.slot.take()
+                chunk = None if home or self.arm is None else self.slot.take()
                 epoch = self.machine.epoch
                 self._watchdog()
                 if home or chunk is not None:
                     self.still_since_ns = NEVER
             try:
-                if self._arm is None:
+                if self.arm is None:
                     if home is not None:
                         home.fail(f"the robot at {self.host} is not connected")
                     self.recovery.reconnect()

@@ -59,7 +59,8 @@ def run_home(ctl: ArmController, job: HomeJob) -> None:
                 log.warning("home: %s; trying again", str(err))
         with ctl.gate.lock:
             ctl.gate.check(epoch)
-            ctl.forget_history()
+            ctl.order.forget()   # a new start: no chunk stamp or commanded pose carries over
+            ctl.last_commanded = None
             ctl.machine.set(ControllerState.IDLE, "homed" if job.joints is None else "at the joint configuration")
     except Interrupted:
         job.error = "home interrupted (e-stop, hold, another home or a fault)"

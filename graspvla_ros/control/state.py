@@ -4,6 +4,8 @@ Invariants:
 - the state, the motion epoch and every robot motion command change under `lock` (the
   executor issues every franky motion under it, after checking its epoch is current), so once
   `estop` has returned, no motion other than its stop reaches the robot;
+- `stopped_ns` (the clock's time chunks last stopped running: any interruption, any state
+  other than RUNS_CHUNKS entered) changes with the state, under the lock (control.order);
 - listeners never run under the lock: transitions are queued and delivered in order on a
   notifier thread, so a slow subscriber (state publishing, logging) cannot stall the arm.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from graspvla_ros.interfaces import ControllerState
@@ -26,6 +29,9 @@ REFUSING = {ControllerState.HOMING: "homing", ControllerState.GRIPPER: "gripper_
 # States that last until the operator or the robot ends them: hold, home and moves are refused.
 LATCHED = (ControllerState.ESTOPPED, ControllerState.FAULT, ControllerState.USER_STOPPED, ControllerState.DISCONNECTED)
 
+# States in which chunks run (a gripper change is part of one); entering any other is a stop.
+RUNS_CHUNKS = (ControllerState.RUNNING, ControllerState.GRIPPER)
+
 Listener = Callable[[ControllerState, str], None]
 
 
@@ -33,10 +39,12 @@ class StateMachine:
     """Current state + epoch under one lock; `epoch` counts interruptions (e-stop, hold, home,
     contact), so work started under an older epoch knows it was overtaken."""
 
-    def __init__(self, initial: ControllerState = ControllerState.IDLE):
+    def __init__(self, initial: ControllerState = ControllerState.IDLE, clock: Callable[[], int] = time.monotonic_ns):
         self.lock = threading.Lock()
         self.state = initial
         self.epoch = 0
+        self._clock = clock
+        self.stopped_ns = clock()   # when chunks last stopped running (control.order)
         self.listeners: list[Listener] = []
         self._events: queue.Queue[tuple[Callable[..., None], tuple] | None] = queue.Queue()
         self._notifier = threading.Thread(target=self._notify_loop, name="controller-state", daemon=True)
@@ -46,12 +54,15 @@ class StateMachine:
         """Change state (call with `lock` held); listeners hear of it later, in order. With
         `announce`, they hear of it even when the state stays (a new reason: recovered, holding)."""
         if state != self.state or announce:
+            if state not in RUNS_CHUNKS:
+                self.stopped_ns = self._clock()
             self.state = state
             self.notify(self._announce, state, why)
 
     def interrupt(self, state: ControllerState, why: str) -> int:
         """Change state and start a new epoch (call with `lock` held); returns the new epoch."""
         self.epoch += 1
+        self.stopped_ns = self._clock()
         self.set(state, why)
         return self.epoch
 

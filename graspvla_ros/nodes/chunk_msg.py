@@ -4,6 +4,9 @@
 - joint_names: ["ee", "gripper"].
 - points[0], time_from_start 0: transforms[0] = the end-effector pose at observation time
   (the anchor), transforms[1].translation.x = the gripper state then (+1 open, -1 closed).
+- points[0].velocities: [linear (episode, seq, 0)], the policy's ids of the cycle (exact integers,
+  < 2^53); none from a publisher without ids (the chunk's ids are then 0: ordered by stamp only).
+  The anchor has no velocity to carry: its `velocities` slot is where the ids travel with the chunk.
 - points[k], k = 1..N, time_from_start k·dt: transforms[0] = absolute target pose k in the
   base frame, transforms[1].translation.x = gripper command (-1 close, 0 hold, +1 open).
 
@@ -13,7 +16,7 @@ are recovered exactly (up to float rounding) with ActionChunk.from_targets.
 from __future__ import annotations
 
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Quaternion, Transform, Vector3
+from geometry_msgs.msg import Quaternion, Transform, Twist, Vector3
 from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
 from graspvla_ros.chunk import ActionChunk, Pose
@@ -47,7 +50,18 @@ def encode(chunk: ActionChunk) -> MultiDOFJointTrajectory:
     msg.header.frame_id = chunk.frame_id
     msg.points = [_point(chunk.anchor, chunk.anchor_gripper, 0)] + [
         _point(w.pose, w.gripper, w.stamp_ns - chunk.stamp_ns) for w in chunk.targets]
+    if chunk.episode:
+        msg.points[0].velocities = [Twist(linear=Vector3(x=float(chunk.episode), y=float(chunk.seq)))]
     return msg
+
+
+def _ids(anchor: MultiDOFJointTrajectoryPoint) -> tuple[int, int]:
+    if not anchor.velocities:
+        return 0, 0
+    ids = (anchor.velocities[0].linear.x, anchor.velocities[0].linear.y)
+    if not all(0 <= v < 2**53 and float(v).is_integer() for v in ids):
+        raise ValueError(f"point 0's velocities carry the ids (episode, seq): whole numbers ≥ 0, got {ids}")
+    return int(ids[0]), int(ids[1])
 
 
 def decode(msg: MultiDOFJointTrajectory) -> ActionChunk:
@@ -66,8 +80,9 @@ def decode(msg: MultiDOFJointTrajectory) -> ActionChunk:
     if any(s <= 0 for s in steps) or max(steps) - min(steps) > 1_000:  # 1 µs rounding
         raise ValueError(f"targets must be evenly spaced in time, got offsets {offsets} ns")
     anchor = msg.points[0]
+    episode, seq = _ids(anchor)
     return ActionChunk.from_targets(
         stamp_ns=stamp_to_ns(msg.header.stamp), dt=steps[0] * 1e-9, frame_id=msg.header.frame_id,
         anchor=_pose(anchor.transforms[0]), poses=[_pose(p.transforms[0]) for p in msg.points[1:]],
         grippers=[p.transforms[1].translation.x for p in msg.points[1:]],
-        anchor_gripper=anchor.transforms[1].translation.x)
+        anchor_gripper=anchor.transforms[1].translation.x, episode=episode, seq=seq)

@@ -15,6 +15,8 @@ Invariants:
   once it has returned no chunk of the old episode reaches the controller.
 - Chunk stamps grow: a pair is used only if both its views are newer than the last pair's, so
   the model never sees a moment twice and the controller never gets an older chunk after a newer one.
+- Each chunk carries (episode, seq): the episode's id and its count of published chunks, 1 up,
+  set under the lock it is published under (the controller's control.order refuses any other order).
 - The proprio's gripper is the last COMMANDED state: the controller's reports once it has sent
   one; until then the gripper commands of the loop's own chunks, at their due time.
 - The anchor is the TCP pose measured at the front view's exposure, interpolated between the
@@ -69,7 +71,8 @@ class Cycle:
 
     def report(self) -> dict[str, Any]:
         """The /graspvla/debug/timings message (docs/interfaces.md)."""
-        return {"episode": self.observation.episode, "stamp_ns": self.observation.stamp_ns, **self.timings,
+        return {"episode": self.observation.episode, "seq": self.chunk.seq, "stamp_ns": self.observation.stamp_ns,
+                **self.timings,
                 "seed": self.output.seed, "tokens": self.output.tokens, **self.replay}
 
 
@@ -241,10 +244,11 @@ class PolicyLoop:
             wall_infer_end, cpu_infer_end = time.perf_counter(), time.thread_time()
             self.inference_s += wall_infer_end - wall_infer_start
         infer_end = self._clock()
-        chunk = ActionChunk(obs.stamp_ns, s.waypoint_dt, s.base_frame, out.waypoints, obs.anchor, obs.gripper)
         with self._lock:
             if self._episode is not ep or not ep.running:
                 raise Skip("episode_ended", f"episode {ep.id} ended while the backend ran: its chunk is dropped")
+            chunk = ActionChunk(obs.stamp_ns, s.waypoint_dt, s.base_frame, out.waypoints, obs.anchor, obs.gripper,
+                                episode=ep.id, seq=ep.cycles + 1)
             if self._publish is not None:
                 self._publish(chunk)
             published = self._clock()
