@@ -36,6 +36,8 @@ DEBUG_TIMINGS = "/graspvla/debug/timings"        # std_msgs/String: JSON per cyc
 
 # --- every node ---
 DIAGNOSTICS = "/diagnostics"                     # diagnostic_msgs/DiagnosticArray: each node's health, 1 Hz
+POLICY_DIAGNOSTICS = "graspvla/policy"           # the DiagnosticStatus names of the policy's and the controller's
+CONTROLLER_DIAGNOSTICS = "graspvla/controller"   # (`graspvla status` reads the latency chain from both)
 CLOCK = "/clock"                                 # rosgraph_msgs/Clock: sim time (sim_world) or bag time (player)
 TF = "/tf"                                       # tf2_msgs/TFMessage: base → TCP (controller), where tf2_msgs exists
 TF_STATIC = "/tf_static"                         # tf2_msgs/TFMessage, latched: base → each camera (calibration, sim)
@@ -53,6 +55,7 @@ RELEASE = "~/release"                            # std_srvs/Trigger: release the
 RECOVER = "~/recover"                            # std_srvs/Trigger: clear a FAULT
 CALIBRATION_POSE = "~/calibration_pose"          # std_srvs/Trigger: like HOME, to the camera calibration joints
 CONTROLLER_SERVICES = (HOME, ESTOP, HOLD, RELEASE, RECOVER, CALIBRATION_POSE)
+CONTROLLER_CLOCK = "~/clock"                     # std_srvs/Trigger: message = the node clock now, integer ns (the policy's offset ping-pong)
 
 # --- the cameras (names relative: a camera node publishes in its namespace) ---
 VIEWS = ("front", "side")                        # GraspVLA's two views, the camera names of the graphs

@@ -22,6 +22,7 @@ from graspvla_ros.bringup import Bringup
 from graspvla_ros.checks import OK
 from graspvla_ros.control.checks import realtime_kernel
 from graspvla_ros.graph import configure, sim_graph
+from graspvla_ros.latency import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bringup.md"
@@ -109,14 +110,18 @@ def _run(command: str, timeout: float = 20.0, tries: int = 3) -> subprocess.Comp
     return run_command([*_sim(command), "--timeout", str(timeout)], timeout + 120, tries)
 
 
-def _status(command: str) -> tuple[dict, str]:
-    """The policy's status and the controller's state; asked again (a few times) while the
-    latched status has not reached the command's fresh participant in its timeout (a loaded
-    machine), which it then says instead of the status ("not seen within", "did not arrive")."""
+def _status(command: str, out_of: list | None = None) -> tuple[dict, str]:
+    """The policy's status and the controller's state (the whole output appended to `out_of`);
+    asked again (a few times) while the latched status has not reached the command's fresh
+    participant in its timeout (a loaded machine), which it then says instead of the status
+    ("not seen within", "did not arrive")."""
     for _ in range(3):
         out = _run(command)
         assert out.returncode == 0, out.stdout + out.stderr
-        policy, controller = (ln.split(": ", 1)[1] for ln in out.stdout.strip().splitlines()[-2:])
+        lines = dict(ln.split(": ", 1) for ln in out.stdout.splitlines() if ln.startswith(("policy: ", "controller: ")))
+        policy, controller = lines.get("policy", ""), lines.get("controller", "")
+        if out_of is not None:
+            out_of.append(out.stdout)
         if policy.startswith("{") and controller.isupper():
             return json.loads(policy), controller
     raise AssertionError(f"the policy's status never reached `{command}`: {out.stdout}")
@@ -161,6 +166,13 @@ def test_the_first_grasp_commands_against_the_sim(stack):
     ended = wait_for(lambda: (s := _status(commands["status"])[0])["phase"] != "running" and s or stack.failed(),
                      240, "the episode to end")
     assert ended["episode"] == started["episode"] and ended["phase"] == "succeeded", ended
+    said: list[str] = []   # the latency chain of the cycles, on the robot's clock by the measured offset
+    wait_for(lambda: _status(commands["status"], said) and "latency chain, ms after" in said[-1] or stack.failed(), 60,
+             "the latency chain in `graspvla status`")
+    table = said[-1]
+    assert "robot clock − policy clock: " in table and "measured by ping-pong" in table, table
+    for stage in STAGES:
+        assert re.search(rf"^  {re.escape(stage.what)} +[\d.]+ +[\d.]+ +{stage.budget_ms:.0f}", table, re.M), table
     for command in ("stop", "home"):
         out = _run(commands[command])
         assert out.returncode == 0, out.stdout + out.stderr

@@ -1,7 +1,7 @@
 """The import layering of graspvla_ros (README, "Layout"), read from the source with `ast`: every
 import counts, those inside functions and `if` blocks too.
 
-    0 core          ROS-free: chunk, interfaces, settings, deployment, safety, preprocess, process,
+    0 core          ROS-free: chunk, interfaces, settings, deployment, safety, preprocess, latency, process,
                     camera/, model/
     1 libraries     pure Python, no rclpy: control/, calibration/, bag/, sim/, policy/
     2 nodes/        thin rclpy adapters
@@ -27,7 +27,7 @@ PACKAGE = "graspvla_ros"
 CORE, LIBRARIES, NODES, APPLICATIONS = 0, 1, 2, 3
 LAYERS = {
     "chunk": CORE, "interfaces": CORE, "settings": CORE, "deployment": CORE, "safety": CORE,
-    "preprocess": CORE, "process": CORE, "lazy": CORE, "checks": CORE, "dds": CORE, "camera": CORE, "model": CORE,
+    "preprocess": CORE, "latency": CORE, "process": CORE, "lazy": CORE, "checks": CORE, "dds": CORE, "camera": CORE, "model": CORE,
     "control": LIBRARIES, "calibration": LIBRARIES, "bag": LIBRARIES, "sim": LIBRARIES, "policy": LIBRARIES,
     "nodes": NODES,
     "commands": APPLICATIONS, "cli": APPLICATIONS, "graph": APPLICATIONS, "bringup": APPLICATIONS,

@@ -1,7 +1,11 @@
-"""LinkWatch: the policy's view of the robot host, from the TCP pose stream's arrivals."""
+"""The policy's view of the robot host: LinkWatch (the TCP pose stream's arrivals), ClockOffset
+(the ping-pong with the controller) and the latency chain the offset puts on one clock."""
 import pytest
 
-from graspvla_ros.policy.link import LinkWatch
+from graspvla_ros.latency import CONTROLLER_STAGES, POLICY_STAGES, STAGES, LatencyWindow, chain_rows
+from graspvla_ros.policy.link import ClockOffset, LinkWatch
+
+MS = 1_000_000
 
 
 def test_silence_past_the_timeout_is_reported_once_and_the_return_once():
@@ -26,3 +30,34 @@ def test_a_zero_timeout_watches_nothing_and_a_negative_one_is_refused():
     assert link.check(100.0) is None and not link.lost and link.describe(100.0) == "not watched"
     with pytest.raises(ValueError, match="timeout must be ≥ 0 s"):
         LinkWatch(timeout=-1.0)
+
+
+def test_the_clock_offset_is_the_exchange_with_the_shortest_round_trip_and_zero_before_any():
+    offset = ClockOffset(keep=4)
+    assert offset.offset_ns == 0 and not offset.measured and offset.describe() == "not measured yet"
+    true = 250 * MS   # the robot's clock is 250 ms ahead of this one
+    # (t0, out leg, back leg): a slow, asymmetric exchange is wrong by up to half its round trip
+    for t0, out, back in ((0, 40 * MS, 2 * MS), (1000 * MS, 1 * MS, 1 * MS), (2000 * MS, 3 * MS, 30 * MS)):
+        offset.add(t0, t0 + out + true, t0 + out + back)
+    assert offset.offset_ns == true and offset.round_trip_ns == 2 * MS
+    assert offset.describe() == "+250.0 ms (±1.0 ms: round trip 2.0 ms)"
+    offset.add(5000 * MS, 0, 4000 * MS)   # this clock went back between ask and answer: not a measurement
+    assert offset.offset_ns == true
+    for k in range(4):   # the best exchange ages out of the last `keep`
+        offset.add((6000 + k) * MS, (6000 + k) * MS + 5 * MS - 100 * MS, (6000 + k) * MS + 10 * MS)
+    assert offset.offset_ns == -100 * MS and offset.round_trip_ns == 10 * MS
+
+
+def test_the_latency_chain_reads_both_nodes_windows_and_marks_a_stage_past_its_budget():
+    policy, controller = LatencyWindow(POLICY_STAGES, size=100), LatencyWindow(CONTROLLER_STAGES, size=100)
+    for k in range(200):   # only the last 100 count
+        for i, stage in enumerate(POLICY_STAGES):
+            policy.add(stage, (1000 if k < 100 else 50) + 20 * i + (k % 10))
+        controller.add("controller_received", 170 + k % 10)
+    controller.add("motion_updated", 900.0)
+    values = {**policy.diagnostics(), **controller.diagnostics()}
+    assert values["latency.received.p50_ms"] == "54.5" and values["latency.received.n"] == "100"
+    rows = {stage.name: (p50, p99, over) for stage, p50, p99, over in chain_rows(values)}
+    assert list(rows) == [s.name for s in STAGES]
+    assert rows["published"][0] == pytest.approx(114.5) and not rows["published"][2]
+    assert rows["motion_updated"] == (900.0, 900.0, True), "past its 700 ms budget"

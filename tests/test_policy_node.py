@@ -204,7 +204,7 @@ def test_cli_talks_to_the_running_stack(stack, rec):
 
     out = cli("status")
     assert out.returncode == 0, out.stdout + out.stderr
-    policy_line, controller_line = out.stdout.strip().splitlines()[-2:]
+    policy_line, controller_line = (ln for ln in out.stdout.splitlines() if ln.startswith(("policy: ", "controller: ")))
     policy_status = json.loads(policy_line.split(": ", 1)[1])
     assert policy_status["backend"] == "expert" and policy_status["phase"] in (
         "idle", "running", "succeeded", "timeout", "stopped", "homed", "replaced"), policy_status

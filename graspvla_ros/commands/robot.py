@@ -18,8 +18,9 @@ import time
 import traceback
 from typing import NoReturn
 
-from graspvla_ros.interfaces import (CALIBRATION_POSE, CONTROLLER, CONTROLLER_STATE, ESTOP, HOLD, HOME, INSTRUCTION,
-                                     RELEASE, STATUS, under)
+from graspvla_ros.interfaces import (CALIBRATION_POSE, CONTROLLER, CONTROLLER_DIAGNOSTICS, CONTROLLER_STATE,
+                                     DIAGNOSTICS, ESTOP, HOLD, HOME, INSTRUCTION, POLICY_DIAGNOSTICS, RELEASE, STATUS,
+                                     under)
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -173,11 +174,15 @@ def _trigger(service: str):
 
 
 def _cmd_status(args) -> int:
+    from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import String
 
     def status(s: _Session) -> int:
         state_topic = under(CONTROLLER, CONTROLLER_STATE)
         status, state = s.latched(String, STATUS), s.latched(String, state_topic)
+        diagnostics: dict[str, dict[str, str]] = {}
+        s.node.create_subscription(DiagnosticArray, DIAGNOSTICS, lambda m: diagnostics.update(
+            {d.name: {kv.key: kv.value for kv in d.values} for d in m.status}), 50)
         _wait(lambda: status and state, args.timeout)
         if not status and not state:
             print(f"no stack is running: nothing on {STATUS} or {state_topic} within {args.timeout:g} s")
@@ -191,8 +196,33 @@ def _cmd_status(args) -> int:
             return f"not seen within {args.timeout:g} s (not running, or not yet discovered: a longer --timeout)"
         print(f"policy: {line(status, STATUS)}")
         print(f"controller: {line(state, state_topic)}")
+        _wait(lambda: {POLICY_DIAGNOSTICS, CONTROLLER_DIAGNOSTICS} <= diagnostics.keys(), args.timeout)
+        print_chain(diagnostics.get(POLICY_DIAGNOSTICS, {}), diagnostics.get(CONTROLLER_DIAGNOSTICS, {}))
         return 0
     return _Session.run(status)
+
+
+def print_chain(policy: dict[str, str], controller: dict[str, str]) -> None:
+    """The latency chain of both nodes' /diagnostics as a table; a stage past its budget is marked."""
+    from graspvla_ros.latency import chain_rows
+
+    if "robot_clock_offset" in policy:
+        print(f"robot clock − policy clock: {policy['robot_clock_offset']} (measured by ping-pong; the policy's "
+              "stages below are moved onto the robot's clock by it)")
+    rows = chain_rows({**policy, **controller})
+    if not rows:
+        print("latency chain: no cycle yet" + ("" if policy and controller else
+                                                " (no /diagnostics from " + " or ".join(
+                                                    n for n, d in (("the policy", policy), ("the controller", controller))
+                                                    if not d) + ")"))
+        return
+    print("latency chain, ms after the views' exposure (robot host's clock, last cycles):")
+    print(f"  {'stage':<36}{'p50':>8}{'p99':>8}{'budget':>8}")
+    for stage, p50, p99, over in rows:
+        print(f"  {stage.what:<36}{p50:8.1f}{p99:8.1f}{stage.budget_ms:8.0f}" + ("  OVER BUDGET" if over else ""))
+    for stage, _, p99, over in rows:
+        if over:
+            print(f"warning: {stage.what}: p99 {p99:.0f} ms after the exposure, budget {stage.budget_ms:.0f} ms")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

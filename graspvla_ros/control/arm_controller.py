@@ -29,6 +29,7 @@ from graspvla_ros.control.settings import ControllerSettings, Timing
 from graspvla_ros.control.slot import ChunkSlot
 from graspvla_ros.control.state import LATCHED, REFUSING, ControllerState, StateMachine
 from graspvla_ros.control.strategies import ChunkStrategy, Strategy, create
+from graspvla_ros.latency import CONTROLLER_STAGES, LatencyWindow
 from graspvla_ros.safety import ChunkRejected, RejectionLog
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ArmController:
         self.clock = clock
         self.timing = timing
         self.rejections = RejectionLog()
+        self.latency = LatencyWindow(CONTROLLER_STAGES)   # ms after the exposure: received (node), motion updated
         self.faults: Counter[str] = Counter()
         self.reflex_count = self.contact_count = self.gripper_failures = 0
         self.on_gripper_command: Callable[[float], None] = lambda command: None

@@ -73,6 +73,8 @@ class ChunkStrategy:
             if path and not all(planner.reached(here, w.pose, 1e-4, 1e-3) for w in path):
                 # (already there: franky's planner fails on zero-length motions, -111)
                 self.move(ctl, epoch, path, here, last=k == len(segments) - 1, gripper=changing)
+            if k == 0:   # the arm's motion follows this chunk from now on (the latency chain's last stage)
+                ctl.latency.add("motion_updated", (ctl.clock() - chunk.stamp_ns) / 1e6)
             if changing:
                 change_gripper(ctl, epoch, segment.gripper)
 

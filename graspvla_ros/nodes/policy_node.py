@@ -27,10 +27,11 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from graspvla_ros.chunk import Pose
-from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE, DEBUG_GRASP_MARKERS,
-                                     DEBUG_GRASP_POSE, DEBUG_TIMINGS, DIAGNOSTICS, EE_POSE, GRIPPER_COMMAND,
-                                     GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION, SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS,
-                                     camera_info_topic, debug_bbox_topic, image_topic, model_view_topic, under)
+from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_CLOCK, CONTROLLER_STATE,
+                                     DEBUG_GRASP_MARKERS, DEBUG_GRASP_POSE, DEBUG_TIMINGS, DIAGNOSTICS, EE_POSE,
+                                     GRIPPER_COMMAND, GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION, POLICY_DIAGNOSTICS,
+                                     SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS, camera_info_topic, debug_bbox_topic,
+                                     image_topic, model_view_topic, under)
 from graspvla_ros.nodes import chunk_msg
 from graspvla_ros.nodes.camera_node import image_msg
 from graspvla_ros.nodes.common import run
@@ -40,7 +41,7 @@ from graspvla_ros.nodes.params import declare
 from graspvla_ros.policy import backends
 from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.debug import bbox_view
-from graspvla_ros.policy.link import LOST, LinkWatch
+from graspvla_ros.policy.link import LOST, ClockOffset, LinkWatch
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
@@ -69,6 +70,8 @@ class PolicyNode(Node):
         self._object_names: list[str] = []
         # the controller's TCP poses as a heartbeat of the robot host (two hosts: the link to it)
         self._link = LinkWatch(s.link_timeout)
+        self._offset = ClockOffset()   # the controller's clock minus this node's, by ping-pong
+        self._ping = None
 
         options = {}
         if s.backend == "graspvla":
@@ -96,6 +99,7 @@ class PolicyNode(Node):
         controller = s.controller.rstrip("/")
         self.hold_client = self.create_client(Trigger, under(controller, HOLD))
         self.home_client = self.create_client(Trigger, under(controller, HOME))
+        self.clock_client = self.create_client(Trigger, under(controller, CONTROLLER_CLOCK))
 
         for v in VIEWS:
             if s.transport == "model_view":
@@ -119,6 +123,7 @@ class PolicyNode(Node):
         # on this host's steady clock: in the sim graph the node clock is /clock, which stops with a lost link
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.2, self._check_link, clock=steady)
+        self.create_timer(1.0, self._ping_clock, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self._publish_status("")
 
@@ -154,6 +159,22 @@ class PolicyNode(Node):
             self.get_logger().error(f"episode {ep.id} link_lost: send the instruction again once the link is back")
             self._call(self.hold_client, "hold")
             self._publish_status(ep.reason)
+
+    def _ping_clock(self) -> None:
+        """One exchange of the clock-offset ping-pong (policy.link.ClockOffset) with the controller."""
+        if self._ping is not None and not self._ping.done():
+            self.clock_client.remove_pending_request(self._ping)   # unanswered for 1 s: a lost exchange
+        if not self.clock_client.service_is_ready():
+            return
+        t0 = self._now()
+
+        def answered(future) -> None:
+            t2, reply = self._now(), future.result()
+            if reply is not None and reply.success and reply.message.lstrip("-").isdigit():
+                self._offset.add(t0, int(reply.message), t2)
+                self.loop.clock_offset_ns = self._offset.offset_ns
+        self._ping = self.clock_client.call_async(Trigger.Request())
+        self._ping.add_done_callback(answered)
 
     def _on_image(self, view: str, msg: Image) -> None:
         received = self._received(view)
@@ -279,11 +300,16 @@ class PolicyNode(Node):
         values += [KeyValue(key=f"images_during_inference.{v}", value=str(self._images_inferring[v])) for v in VIEWS]
         values.append(KeyValue(key="inference_s", value=f"{self.loop.inference_s:.3f}"))
         values.append(KeyValue(key="robot_link", value=self._link.describe(time.monotonic())))
+        values.append(KeyValue(key="robot_clock_offset", value=self._offset.describe()))
+        if self._offset.measured:
+            values += [KeyValue(key="robot_clock_offset_ms", value=f"{self._offset.offset_ns / 1e6:.2f}"),
+                       KeyValue(key="robot_link_round_trip_ms", value=f"{self._offset.round_trip_ns / 1e6:.2f}")]
+        values += [KeyValue(key=k, value=v) for k, v in self.loop.latency.diagnostics().items()]
         level = DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK
         message = self._last_reason or "ok"
         if self._link.lost:
             level, message = DiagnosticStatus.ERROR, LOST
-        msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name="graspvla/policy", values=values,
+        msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name=POLICY_DIAGNOSTICS, values=values,
                                                        message=message,
                                                        hardware_id=self.loop.backend.name)])
         msg.header.stamp = self.get_clock().now().to_msg()

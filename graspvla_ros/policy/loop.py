@@ -37,6 +37,7 @@ from typing import Any
 
 from graspvla_ros.chunk import ActionChunk, Pose
 from graspvla_ros.interfaces import VIEWS, ControllerState
+from graspvla_ros.latency import POLICY_STAGES, LatencyWindow
 from graspvla_ros.policy.backend import Backend, PolicyOutput
 from graspvla_ros.policy.episode import Episode, Home, Pick, Stop
 from graspvla_ros.policy.observation import (CommandedHistory, Frame, GripperHistory, Observation, PoseHistory, Skip,
@@ -103,6 +104,10 @@ class PolicyLoop:
         self._last_pair: tuple[int, int] | None = None
         self._stopped = False
         self.inferring = False   # the backend runs now (the node counts image callbacks meanwhile)
+        # the robot host's clock minus this one's (policy.link.ClockOffset; 0 on one host): stamps
+        # from there are compared with `now + clock_offset_ns`, never with this host's clock alone
+        self.clock_offset_ns = 0
+        self.latency = LatencyWindow(POLICY_STAGES)   # ms after the exposure, on the robot host's clock
         self.inference_s = 0.0   # the backend's total wall time, for the diagnostics
 
     @property
@@ -207,6 +212,8 @@ class PolicyLoop:
         flow noise `seed` (None: the backend's own; replay: the recorded one). Raises Skip when
         it cannot run or its chunk must not be used."""
         wall_start, cpu_start = time.perf_counter(), time.thread_time()
+        offset = self.clock_offset_ns
+        robot_now = now_ns + offset   # the robot host's clock, which the images and poses are stamped on
         with self._lock:
             s, ep = self._settings, self._episode
             if ep is None or not ep.running:
@@ -217,13 +224,13 @@ class PolicyLoop:
             fronts = [f for f in self._frames["front"] if f.stamp_ns > last_front]
             sides = [f for f in self._frames["side"] if f.stamp_ns > last_side]
             if self._last_pair and not (fronts and sides):
-                waited = (now_ns - max(self._last_pair)) / 1e9
+                waited = (robot_now - max(self._last_pair)) / 1e9
                 raise Skip("no_new_images" if waited < STALLED_S else "cameras_stalled",
                            f"no new view pair for {waited:.1f} s")
-            front, side = pick_pair(fronts, sides, now_ns, s.max_view_skew, s.max_image_age)
+            front, side = pick_pair(fronts, sides, robot_now, s.max_view_skew, s.max_image_age)
             newest = self._poses.newest
             if newest is not None and newest[0] < front.stamp_ns \
-                    and now_ns - front.stamp_ns < self._poses.max_extrapolation_ns:
+                    and robot_now - front.stamp_ns < self._poses.max_extrapolation_ns:
                 raise Skip("pose_pending", "the TCP pose at the views' exposure has not arrived yet")
             if s.history == "commanded":
                 if self._start is None:  # the official blocking client starts its history with the measured pose
@@ -261,11 +268,15 @@ class PolicyLoop:
                 for w in chunk.targets:
                     if w.gripper != 0.0:
                         self._gripper.add(w.stamp_ns, w.gripper)
-        ms = lambda t: round((t - obs.stamp_ns) / 1e6, 2)  # noqa: E731
-        timings = {"received_ms": ms(max(front.received_ns, side.received_ns)), "cycle_start_ms": ms(now_ns),
+        ms = lambda t: round((t + offset - obs.stamp_ns) / 1e6, 2)  # noqa: E731  (on the robot host's clock)
+        chain = {"received": ms(max(front.received_ns, side.received_ns)), "inference_start": ms(infer_start),
+                 "inference_end": ms(infer_end), "published": ms(published)}
+        for stage, value in chain.items():
+            self.latency.add(stage, value)
+        timings = {"cycle_start_ms": ms(now_ns), **{f"{k}_ms": v for k, v in chain.items()},
                    "overhead_ms": round(overhead_s * 1e3, 2), "overhead_cpu_ms": round(overhead_cpu_s * 1e3, 2),
-                   "inference_start_ms": ms(infer_start), "inference_end_ms": ms(infer_end),
-                   "published_ms": ms(published), **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()}}
+                   "clock_offset_ms": round(offset / 1e6, 2),
+                   **{f"{k}_ms": round(v * 1e3, 2) for k, v in out.timings.items()}}
         replay = {"side_stamp_ns": side.stamp_ns, "newest_pose_ns": newest_pose_ns, "episode_start_ns": ep.start_ns,
                   "gripper": [float(rows[0, 6]), float(rows[-1, 6])]}
         return Cycle(chunk, obs, out, timings, replay)

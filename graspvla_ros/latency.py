@@ -1,0 +1,72 @@
+"""The latency chain of a cycle, from the views' exposure to the arm's motion, on one clock.
+
+Each stage is ms after the exposure stamp, on the robot host's clock (where the cameras stamped
+it): the controller's stages are on that clock already; the policy's are on its own host's clock
+and are moved onto the robot's by the offset the stack measures (policy.link.ClockOffset: a
+ping-pong with the controller, never a trusted stamp), so on two machines the chain adds up.
+The policy and the controller publish p50/p99 of their stages over the last WINDOW cycles on
+/diagnostics (`latency.<stage>.p50_ms`, `.p99_ms`); `graspvla status` prints the chain as a
+table and warns about a stage whose p99 is past its budget.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 100   # cycles (20 s at 5 Hz)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    what: str
+    budget_ms: float   # by when (ms after the exposure, p99) the stage is done in a healthy 5 Hz loop
+
+
+# In the order a cycle goes through them; the first four are the policy's, the last two the controller's.
+STAGES = (
+    Stage("received", "view pair received by the policy", 150.0),
+    Stage("inference_start", "inference started", 250.0),
+    Stage("inference_end", "inference ended", 500.0),
+    Stage("published", "chunk published", 520.0),
+    Stage("controller_received", "chunk received by the controller", 600.0),
+    Stage("motion_updated", "arm's motion updated to it", 700.0),
+)
+POLICY_STAGES = tuple(s.name for s in STAGES[:4])
+CONTROLLER_STAGES = tuple(s.name for s in STAGES[4:])
+
+
+class LatencyWindow:
+    """The last WINDOW values (ms after the exposure) of each stage, from any thread."""
+
+    def __init__(self, stages: tuple[str, ...], size: int = WINDOW):
+        self._values = {s: deque(maxlen=size) for s in stages}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, ms: float) -> None:
+        with self._lock:
+            self._values[stage].append(float(ms))
+
+    def diagnostics(self) -> dict[str, str]:
+        """`latency.<stage>.p50_ms` / `.p99_ms` / `.n` of each stage with values."""
+        out = {}
+        with self._lock:
+            for stage, values in self._values.items():
+                if values:
+                    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+                    out.update({f"latency.{stage}.p50_ms": f"{p50:.1f}", f"latency.{stage}.p99_ms": f"{p99:.1f}",
+                                f"latency.{stage}.n": str(len(values))})
+        return out
+
+
+def chain_rows(values: dict[str, str]) -> list[tuple[Stage, float, float, bool]]:
+    """(stage, p50, p99, over budget) of each stage found in diagnostics `values` (both nodes' merged)."""
+    rows = []
+    for stage in STAGES:
+        p50, p99 = values.get(f"latency.{stage.name}.p50_ms"), values.get(f"latency.{stage.name}.p99_ms")
+        if p50 is not None and p99 is not None:
+            rows.append((stage, float(p50), float(p99), float(p99) > stage.budget_ms))
+    return rows
