@@ -4,19 +4,22 @@ Each stage is ms after the exposure stamp, on the robot host's clock (where the 
 it): the controller's stages are on that clock already; the policy's are on its own host's clock
 and are moved onto the robot's by the offset the stack measures (policy.link.ClockOffset: a
 ping-pong with the controller, never a trusted stamp), so on two machines the chain adds up.
-The policy and the controller publish p50/p99 of their stages over the last WINDOW cycles on
-/diagnostics (`latency.<stage>.p50_ms`, `.p99_ms`); `graspvla status` prints the chain as a
-table and warns about a stage whose p99 is past its budget.
+The policy and the controller publish p50/p99 of their stages over the cycles of the last
+WINDOW_S seconds (of the host's steady clock) on /diagnostics (`latency.<stage>.p50_ms`,
+`.p99_ms`, `.n`); `graspvla status` prints the chain as a table and warns about a stage whose
+p99 is past its budget.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-WINDOW = 100   # cycles (20 s at 5 Hz)
+WINDOW_S = 20.0   # s: 100 cycles at 5 Hz; what is older drops out, so a change shows within it
+MAX_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -40,21 +43,25 @@ CONTROLLER_STAGES = tuple(s.name for s in STAGES[4:])
 
 
 class LatencyWindow:
-    """The last WINDOW values (ms after the exposure) of each stage, from any thread."""
+    """The values (ms after the exposure) of each stage added in the last `span_s` s, from any thread."""
 
-    def __init__(self, stages: tuple[str, ...], size: int = WINDOW):
-        self._values = {s: deque(maxlen=size) for s in stages}
+    def __init__(self, stages: tuple[str, ...], span_s: float = WINDOW_S, clock=time.monotonic):
+        self.span_s, self._clock = span_s, clock
+        self._values: dict[str, deque[tuple[float, float]]] = {s: deque(maxlen=MAX_SAMPLES) for s in stages}
         self._lock = threading.Lock()
 
     def add(self, stage: str, ms: float) -> None:
         with self._lock:
-            self._values[stage].append(float(ms))
+            self._values[stage].append((self._clock(), float(ms)))
 
     def diagnostics(self) -> dict[str, str]:
-        """`latency.<stage>.p50_ms` / `.p99_ms` / `.n` of each stage with values."""
+        """`latency.<stage>.p50_ms` / `.p99_ms` / `.n` of each stage with values in the window."""
         out = {}
         with self._lock:
-            for stage, values in self._values.items():
+            for stage, samples in self._values.items():
+                while samples and samples[0][0] < self._clock() - self.span_s:
+                    samples.popleft()
+                values = [ms for _, ms in samples]
                 if values:
                     p50, p99 = np.percentile(np.asarray(values), [50, 99])
                     out.update({f"latency.{stage}.p50_ms": f"{p50:.1f}", f"latency.{stage}.p99_ms": f"{p99:.1f}",

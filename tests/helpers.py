@@ -143,6 +143,20 @@ class PeerHost:
         self._ip("link", "set", self.here, "up")
         subprocess.run(["ip", "route", "replace", "224.0.0.0/4", "dev", self.here], check=True)
 
+    def netem(self, *args: str) -> str | None:
+        """`tc qdisc … netem <args>` on both ends of the link; None, or why the kernel refused it."""
+        for there, dev in ((False, self.here), (True, self.there)):
+            cmd = [*(self.prefix if there else ()), "tc", "qdisc", "replace", "dev", dev, "root", "netem", *args]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                return f"{' '.join(cmd)}: {out.stderr.strip()}"
+        return None
+
+    def clear_netem(self) -> None:
+        for there, dev in ((False, self.here), (True, self.there)):
+            subprocess.run([*(self.prefix if there else ()), "tc", "qdisc", "del", "dev", dev, "root"],
+                           capture_output=True)
+
     def close(self) -> None:
         self._holder.kill()   # the namespace, and the veth pair with it, go with its last process
         self._holder.wait()

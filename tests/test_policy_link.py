@@ -49,8 +49,11 @@ def test_the_clock_offset_is_the_exchange_with_the_shortest_round_trip_and_zero_
 
 
 def test_the_latency_chain_reads_both_nodes_windows_and_marks_a_stage_past_its_budget():
-    policy, controller = LatencyWindow(POLICY_STAGES, size=100), LatencyWindow(CONTROLLER_STAGES, size=100)
-    for k in range(200):   # only the last 100 count
+    now = [0.0]
+    policy = LatencyWindow(POLICY_STAGES, span_s=20.0, clock=lambda: now[0])
+    controller = LatencyWindow(CONTROLLER_STAGES, span_s=20.0, clock=lambda: now[0])
+    for k in range(200):   # 5 Hz for 40 s: only the last 20 s count
+        now[0] = k * 0.2
         for i, stage in enumerate(POLICY_STAGES):
             policy.add(stage, (1000 if k < 100 else 50) + 20 * i + (k % 10))
         controller.add("controller_received", 170 + k % 10)
@@ -61,3 +64,5 @@ def test_the_latency_chain_reads_both_nodes_windows_and_marks_a_stage_past_its_b
     assert list(rows) == [s.name for s in STAGES]
     assert rows["published"][0] == pytest.approx(114.5) and not rows["published"][2]
     assert rows["motion_updated"] == (900.0, 900.0, True), "past its 700 ms budget"
+    now[0] += 60.0
+    assert policy.diagnostics() == {}, "a window with no cycle for 20 s is empty"

@@ -51,7 +51,7 @@ class ArmController:
         self.clock = clock
         self.timing = timing
         self.rejections = RejectionLog()
-        self.latency = LatencyWindow(CONTROLLER_STAGES)   # ms after the exposure: received (node), motion updated
+        self.latency = LatencyWindow(CONTROLLER_STAGES, settings.latency_window)   # ms after the exposure
         self.faults: Counter[str] = Counter()
         self.reflex_count = self.contact_count = self.gripper_failures = 0
         self.on_gripper_command: Callable[[float], None] = lambda command: None

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from graspvla_ros.control.gripper import GripperSettings
+from graspvla_ros.latency import WINDOW_S
 from graspvla_ros.safety import SafetyLimits
 from graspvla_ros.settings import setting
 
@@ -77,6 +78,8 @@ class ControllerSettings:
     tcp_frame: str = setting("graspvla_tcp", "child frame of `/tf` base → TCP (not the URDF's `fr3_hand_tcp`: a "
                                              "robot_state_publisher may publish that one)")
     tf_rate_hz: float = setting(50.0, "rate of `/tf` base → `tcp_frame` (0: off; needs the tf2_msgs package)")
+    latency_window: float = setting(WINDOW_S, "s of chunks (steady clock) the latency chain's p50/p99 on /diagnostics "
+                                              "cover")
     arm_id: str = setting("fr3", "joint name prefix (`panda` for a Panda)")
     home_on_start: bool = setting(True, "home (open the gripper, then move to the reset pose) after connecting")
     dry_run: bool = setting(
@@ -96,6 +99,8 @@ class ControllerSettings:
             raise ValueError(f"relative_dynamics_factor must be in (0, 1], got {self.relative_dynamics_factor}")
         if self.max_reflexes < 1 or not self.reflex_window > 0:
             raise ValueError("max_reflexes must be ≥ 1 and reflex_window > 0")
+        if not self.latency_window > 0:
+            raise ValueError(f"latency_window must be > 0 s, got {self.latency_window}")
         if self.tf_rate_hz < 0:
             raise ValueError(f"tf_rate_hz must be ≥ 0 (0: off), got {self.tf_rate_hz}")
         if self.connect_timeout < 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from collections import Counter
 
 import numpy as np
@@ -27,7 +26,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from graspvla_ros.chunk import Pose
-from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_CLOCK, CONTROLLER_STATE,
+from graspvla_ros.interfaces import (ACTION_CHUNK, COMMANDED_POSE, CONTROLLER_STATE,
                                      DEBUG_GRASP_MARKERS, DEBUG_GRASP_POSE, DEBUG_TIMINGS, DIAGNOSTICS, EE_POSE,
                                      GRIPPER_COMMAND, GRIPPER_WIDTH, HOLD, HOME, INSTRUCTION, POLICY_DIAGNOSTICS,
                                      SIM_OBJECT_NAMES, SIM_OBJECT_POSES, STATUS, camera_info_topic, debug_bbox_topic,
@@ -38,10 +37,11 @@ from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.convert import ns_to_stamp, pose_from_msg, pose_to_msg, stamp_to_ns
 from graspvla_ros.nodes.markers import grasp_markers
 from graspvla_ros.nodes.params import declare
+from graspvla_ros.nodes.robot_link import RobotLink
 from graspvla_ros.policy import backends
 from graspvla_ros.policy import episode as episodes
 from graspvla_ros.policy.debug import bbox_view
-from graspvla_ros.policy.link import LOST, ClockOffset, LinkWatch
+from graspvla_ros.policy.link import LOST
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
@@ -68,10 +68,6 @@ class PolicyNode(Node):
         self._images_inferring: Counter[str] = Counter()
         self._truth: dict | None = None
         self._object_names: list[str] = []
-        # the controller's TCP poses as a heartbeat of the robot host (two hosts: the link to it)
-        self._link = LinkWatch(s.link_timeout)
-        self._offset = ClockOffset()   # the controller's clock minus this node's, by ping-pong
-        self._ping = None
 
         options = {}
         if s.backend == "graspvla":
@@ -89,7 +85,12 @@ class PolicyNode(Node):
 
         self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, ACTION_CHUNK, 10)
         self.loop = PolicyLoop(backend, s, clock=self._now,
-                               publish=lambda chunk: self.chunk_pub.publish(chunk_msg.encode(chunk)))
+                               publish=lambda chunk: self.link.across("chunks", self.chunk_pub.publish,
+                                                                      chunk_msg.encode(chunk)))
+        # the robot host: its TCP poses as heartbeat, its clock's offset (two hosts: the link to it)
+        self.link = RobotLink(self, s.controller.rstrip("/"), s.link_timeout, self._on_link,
+                              lambda ns: setattr(self.loop, "clock_offset_ns", ns))
+        self.link.emulate(s.link_emulation)
         self.status_pub = self.create_publisher(String, STATUS, LATCHED)
         self.bbox_pubs = {v: self.create_publisher(Image, debug_bbox_topic(v), 2) for v in VIEWS}
         self.grasp_pub = self.create_publisher(PoseStamped, DEBUG_GRASP_POSE, 10)
@@ -99,18 +100,17 @@ class PolicyNode(Node):
         controller = s.controller.rstrip("/")
         self.hold_client = self.create_client(Trigger, under(controller, HOLD))
         self.home_client = self.create_client(Trigger, under(controller, HOME))
-        self.clock_client = self.create_client(Trigger, under(controller, CONTROLLER_CLOCK))
 
         for v in VIEWS:
             if s.transport == "model_view":
-                self.create_subscription(CompressedImage, model_view_topic(v), lambda m, v=v: self._on_view(v, m),
-                                         qos_profile_sensor_data)
+                self.create_subscription(CompressedImage, model_view_topic(v), lambda m, v=v: self.link.across(
+                    v, self._on_view, v, m), qos_profile_sensor_data)
                 continue
-            self.create_subscription(Image, image_topic(v), lambda m, v=v: self._on_image(v, m),
+            self.create_subscription(Image, image_topic(v), lambda m, v=v: self.link.across(v, self._on_image, v, m),
                                      qos_profile_sensor_data)
             self.create_subscription(CameraInfo, camera_info_topic(v), lambda m, v=v: self._on_info(v, m),
                                      qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, EE_POSE, self._on_pose, 50)
+        self.create_subscription(PoseStamped, EE_POSE, lambda m: self.link.across("poses", self._on_pose, m), 50)
         self.create_subscription(PoseStamped, COMMANDED_POSE,
                                  lambda m: self.loop.add_commanded(stamp_to_ns(m.header.stamp), pose_from_msg(m.pose)), 50)
         self.create_subscription(Float64, GRIPPER_COMMAND,
@@ -120,11 +120,7 @@ class PolicyNode(Node):
                                  lambda m: self.loop.set_controller_state(m.data), LATCHED)
         self.create_subscription(String, INSTRUCTION, self._on_instruction, 10)
         self.create_timer(0.1, self._check_episode)
-        # on this host's steady clock: in the sim graph the node clock is /clock, which stops with a lost link
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(0.2, self._check_link, clock=steady)
-        self.create_timer(1.0, self._ping_clock, clock=steady)
-        self.create_timer(1.0, self._publish_diagnostics, clock=steady)
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._publish_status("")
 
         self._worker = threading.Thread(target=self.loop.run, args=(self._on_cycle, self._skip, self.context.ok),
@@ -140,17 +136,16 @@ class PolicyNode(Node):
     def _on_change(self, changes: dict) -> None:
         """Live parameters (`ros2 param set`): a bad value raises ValueError and is refused."""
         self.loop.update(**changes)
+        if "link_emulation" in changes:
+            self.link.emulate(changes["link_emulation"])
         self.get_logger().info("parameters changed: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        self._link.heard(time.monotonic())
+        self.link.heard()
         self.loop.add_pose(stamp_to_ns(msg.header.stamp), pose_from_msg(msg.pose))
 
-    def _check_link(self) -> None:
-        change = self._link.check(time.monotonic())
-        if change is None:
-            return
-        if not self._link.lost:
+    def _on_link(self, lost: bool, change: str) -> None:
+        if not lost:
             self.get_logger().info(change)
             return
         self.get_logger().error(change)
@@ -159,22 +154,6 @@ class PolicyNode(Node):
             self.get_logger().error(f"episode {ep.id} link_lost: send the instruction again once the link is back")
             self._call(self.hold_client, "hold")
             self._publish_status(ep.reason)
-
-    def _ping_clock(self) -> None:
-        """One exchange of the clock-offset ping-pong (policy.link.ClockOffset) with the controller."""
-        if self._ping is not None and not self._ping.done():
-            self.clock_client.remove_pending_request(self._ping)   # unanswered for 1 s: a lost exchange
-        if not self.clock_client.service_is_ready():
-            return
-        t0 = self._now()
-
-        def answered(future) -> None:
-            t2, reply = self._now(), future.result()
-            if reply is not None and reply.success and reply.message.lstrip("-").isdigit():
-                self._offset.add(t0, int(reply.message), t2)
-                self.loop.clock_offset_ns = self._offset.offset_ns
-        self._ping = self.clock_client.call_async(Trigger.Request())
-        self._ping.add_done_callback(answered)
 
     def _on_image(self, view: str, msg: Image) -> None:
         received = self._received(view)
@@ -299,15 +278,11 @@ class PolicyNode(Node):
         values += [KeyValue(key=f"images.{v}", value=str(self._images[v])) for v in VIEWS]
         values += [KeyValue(key=f"images_during_inference.{v}", value=str(self._images_inferring[v])) for v in VIEWS]
         values.append(KeyValue(key="inference_s", value=f"{self.loop.inference_s:.3f}"))
-        values.append(KeyValue(key="robot_link", value=self._link.describe(time.monotonic())))
-        values.append(KeyValue(key="robot_clock_offset", value=self._offset.describe()))
-        if self._offset.measured:
-            values += [KeyValue(key="robot_clock_offset_ms", value=f"{self._offset.offset_ns / 1e6:.2f}"),
-                       KeyValue(key="robot_link_round_trip_ms", value=f"{self._offset.round_trip_ns / 1e6:.2f}")]
+        values += self.link.diagnostics()
         values += [KeyValue(key=k, value=v) for k, v in self.loop.latency.diagnostics().items()]
         level = DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK
         message = self._last_reason or "ok"
-        if self._link.lost:
+        if self.link.lost:
             level, message = DiagnosticStatus.ERROR, LOST
         msg = DiagnosticArray(status=[DiagnosticStatus(level=level, name=POLICY_DIAGNOSTICS, values=values,
                                                        message=message,

@@ -107,7 +107,7 @@ class PolicyLoop:
         # the robot host's clock minus this one's (policy.link.ClockOffset; 0 on one host): stamps
         # from there are compared with `now + clock_offset_ns`, never with this host's clock alone
         self.clock_offset_ns = 0
-        self.latency = LatencyWindow(POLICY_STAGES)   # ms after the exposure, on the robot host's clock
+        self.latency = LatencyWindow(POLICY_STAGES, settings.latency_window)   # ms after the exposure, robot's clock
         self.inference_s = 0.0   # the backend's total wall time, for the diagnostics
 
     @property

@@ -1,17 +1,19 @@
 """Every parameter of the policy, once: the node's table, config/policy.yaml and the docs come
 from these fields (graspvla_ros.settings).
 
-Three are live (`ros2 param set` changes the running policy, `PolicyLoop.update`): `rate_hz`
+Four are live (`ros2 param set` changes the running policy, `PolicyLoop.update`): `rate_hz`
 from the worker's next wait (one waiting out a long period wakes for the new one),
-`max_image_age` from the next cycle, `episode_timeout` for the running episode too. The rest
-is read once at start.
+`max_image_age` from the next cycle, `episode_timeout` for the running episode too, and the
+tests' `link_emulation` from the next message (the node's). The rest is read once at start.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from graspvla_ros.interfaces import CONTROLLER
+from graspvla_ros.latency import WINDOW_S
 from graspvla_ros.model.backends import BACKENDS as RUNTIMES
+from graspvla_ros.policy.netem import LinkSpec
 from graspvla_ros.settings import setting
 
 BACKENDS = ("graspvla", "expert")  # policy.backends.create makes each
@@ -63,6 +65,12 @@ class PolicySettings:
         1.0, "s without a TCP pose from the controller (the robot host, on two machines the link to it) after which "
              "the running episode ends (`link_lost`): a person re-sends the instruction once the link is back; "
              "0 = not watched. On this host's steady clock")
+    latency_window: float = setting(WINDOW_S, "s of cycles (steady clock) the latency chain's p50/p99 on /diagnostics "
+                                              "cover")
+    link_emulation: str = setting(
+        '', "TESTS ONLY, where the kernel has no `tc netem`: a slow, lossy link to the robot host emulated in this "
+            "node, `delay=0.05,jitter=0.02,loss=0.05` (s, s, fraction): the views and TCP poses it receives and the "
+            "chunks it sends are delayed (in order) and dropped (policy.netem); empty: off", live=True)
     controller: str = setting(CONTROLLER, "the controller node: its `state` topic and `hold`/`home` services")
 
     def __post_init__(self) -> None:
@@ -83,6 +91,8 @@ class PolicySettings:
             (self.proprio_lookback >= 0, f"proprio_lookback must be ≥ 0 s, got {self.proprio_lookback}"),
             (self.history in ("measured", "commanded"), f"history must be measured or commanded, got {self.history!r}"),
             (self.link_timeout >= 0, f"link_timeout must be ≥ 0 s (0: not watched), got {self.link_timeout}"),
+            (self.latency_window > 0, f"latency_window must be > 0 s, got {self.latency_window}"),
+            (_link_spec_error(self.link_emulation) is None, _link_spec_error(self.link_emulation)),
             (self.episode_timeout > 0, f"episode_timeout must be > 0 s, got {self.episode_timeout}"),
             (self.lift_success > 0, f"lift_success must be > 0 m, got {self.lift_success}"),
             (self.min_grasp_width >= 0, f"min_grasp_width must be ≥ 0 m, got {self.min_grasp_width}"),
@@ -91,3 +101,11 @@ class PolicySettings:
         for ok, reason in checks:
             if not ok:
                 raise ValueError(reason)
+
+
+def _link_spec_error(text: str) -> str | None:
+    try:
+        LinkSpec.parse(text)
+    except ValueError as err:
+        return str(err)
+    return None
