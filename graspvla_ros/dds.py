@@ -124,13 +124,13 @@ def domain_check(env: Mapping[str, str]) -> Check:
 
 
 def clock_check(other_host: str | None) -> Check:
-    """Two hosts compare each other's stamps (image age at the policy, chunk age at the
-    controller): their clocks must agree. Measuring the offset is not implemented yet."""
+    """Two hosts: nothing decides on the other host's stamps taken on trust; the policy measures
+    the offset to the robot's clock while the stack runs (policy.link.ClockOffset)."""
     if other_host is None:
         return ok("clocks", "one host (--other-host names a second one, e.g. the policy's GPU machine)")
-    return warn("clocks", f"the clock offset to {other_host} is not measured (not implemented yet): image and chunk "
-                "ages compare stamps of both hosts", f"sync this machine and {other_host} to one time source (chrony "
-                "or PTP) and compare `chronyc tracking` on both")
+    return ok("clocks", f"two hosts ({other_host}): the policy measures the offset to the robot host's clock while "
+              "the stack runs (a ping-pong with the controller; `graspvla status` shows it) and judges the views' age "
+              "with it; sync both to one time source (chrony or PTP) so that their bags line up")
 
 
 def rmem_max() -> int:

@@ -17,13 +17,14 @@ def chunk(stamp_ms: int, episode: int = 0, seq: int = 0) -> ActionChunk:
 
 
 def admit(order: ChunkOrder, c: ActionChunk, stop_ms: int) -> None:
-    order.admit(c, stop_ms * MS)
+    order.admit_ids(c, stop_ms * MS)
+    order.admit_stamp(c, stop_ms * MS)
     order.accepted(c)
 
 
 def refused(order: ChunkOrder, c: ActionChunk, stop_ms: int) -> str:
     with pytest.raises(ChunkRejected) as err:
-        order.admit(c, stop_ms * MS)
+        admit(order, c, stop_ms)
     return err.value.reason
 
 

@@ -173,8 +173,9 @@ class ArmController:
                 if self.retreating:
                     raise ChunkRejected("retreating", "backing off from a contact")
                 self._strategy.admit(self, chunk)
-                self.order.admit(chunk, self.machine.stopped_ns)
+                self.order.admit_ids(chunk, self.machine.stopped_ns)
                 self.limits.check(chunk, now, self.order.last_stamp_ns)
+                self.order.admit_stamp(chunk, self.machine.stopped_ns)
                 self.order.accepted(chunk)
                 self.last_chunk_ns = now
                 self.slot.put(chunk)

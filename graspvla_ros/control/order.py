@@ -27,17 +27,22 @@ class ChunkOrder:
         self._newest: tuple[int, int] | None = None
         self.last_stamp_ns: int | None = None
 
-    def admit(self, chunk: ActionChunk, stopped_ns: int) -> None:
-        """Raise ChunkRejected for a chunk that must not run after the stop at `stopped_ns`."""
-        if chunk.stamp_ns < stopped_ns:
-            raise ChunkRejected("before_stop", f"observed {(stopped_ns - chunk.stamp_ns) / 1e6:.0f} ms before the "
-                                               "controller last stopped running chunks")
+    def admit_ids(self, chunk: ActionChunk, stopped_ns: int) -> None:
+        """Refuse (ChunkRejected `stale_seq`) ids not after the newest accepted since the stop at `stopped_ns`."""
         if stopped_ns != self._stop_ns:
             self._stop_ns, self._newest = stopped_ns, None
         ids = (chunk.episode, chunk.seq)
         if chunk.episode and self._newest is not None and ids <= self._newest:
             raise ChunkRejected("stale_seq", f"episode {ids[0]} seq {ids[1]} is not after the newest run, "
                                              f"episode {self._newest[0]} seq {self._newest[1]}")
+
+    @staticmethod
+    def admit_stamp(chunk: ActionChunk, stopped_ns: int) -> None:
+        """Refuse (`before_stop`) a chunk observed before the stop at `stopped_ns`. Checked after the
+        age (`too_old` says more of a chunk that is both)."""
+        if chunk.stamp_ns < stopped_ns:
+            raise ChunkRejected("before_stop", f"observed {(stopped_ns - chunk.stamp_ns) / 1e6:.0f} ms before the "
+                                               "controller last stopped running chunks")
 
     def accepted(self, chunk: ActionChunk) -> None:
         """`chunk` passed every check and runs: it is the newest."""
