@@ -94,6 +94,24 @@ def crop_from_camera_info(info) -> CropWindow:
     return fov_crop(k[0], k[4], k[2], k[5], info.width, info.height)
 
 
+class ViewCrops:
+    """Each camera's crop window from its CameraInfo, recomputed only when its intrinsics change
+    (CameraInfo arrives with every frame)."""
+
+    def __init__(self) -> None:
+        self._crops: dict[str, tuple[tuple, CropWindow]] = {}
+
+    def update(self, view: str, info) -> None:
+        """From a sensor_msgs/CameraInfo (k, width, height); FovError or ValueError keeps the old crop."""
+        key = (tuple(info.k), info.width, info.height)
+        if self._crops.get(view, (None,))[0] != key:
+            self._crops[view] = (key, crop_from_camera_info(info))
+
+    def get(self, view: str) -> CropWindow | None:
+        """The view's crop, None before its first CameraInfo."""
+        return self._crops[view][1] if view in self._crops else None
+
+
 def image_from_fields(encoding: str, width: int, height: int, step: int, data,
                       expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """An HxWx3 uint8 RGB array from sensor_msgs/Image fields; ImageError says why not."""

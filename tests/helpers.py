@@ -177,6 +177,93 @@ class LineLog:
     def flush(self) -> None:
         sys.stdout.flush()
 
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
     def has(self, text: str) -> bool:
         with self._lock:
             return any(text in line for line in self._lines)
+
+
+class GraphWatch:
+    """What a test sees of a running sim graph: TCP poses (sim stamps), the controller's states
+    with the newest pose stamp when each arrived, its rejections, the policy's statuses, and the
+    publishers a test talks to the graph with."""
+
+    def __init__(self, node):
+        import json
+
+        import numpy as np
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_srvs.srv import Trigger
+
+        from graspvla_ros.nodes.convert import stamp_to_ns
+        from graspvla_ros.nodes.sim_world_node import LATCHED
+
+        log_qos = QoSProfile(depth=50, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.lock = threading.RLock()
+        self.poses: list = []
+        self.states: list[tuple[str, int]] = []
+        self.rejections: list[str] = []
+        self.status: list[dict] = []
+        self._np, self._stamp = np, stamp_to_ns
+        node.create_subscription(PoseStamped, "/graspvla/ee_pose", self._pose, 100)
+        node.create_subscription(String, "/controller/state", lambda m: self._add(self.states, (m.data, self.now())),
+                                 log_qos)
+        node.create_subscription(String, "/controller/rejection", lambda m: self._add(self.rejections, m.data), 50)
+        node.create_subscription(String, "/graspvla/status", lambda m: self._add(self.status, json.loads(m.data)),
+                                 log_qos)
+        self.instruction = node.create_publisher(String, "/graspvla/instruction", 10)
+        self.set_target = node.create_publisher(String, "sim/set_target", LATCHED)
+        self.check = node.create_client(Trigger, "sim/check_success")
+        self.reset = node.create_client(Trigger, "sim/reset_objects")
+
+    def _add(self, to: list, item) -> None:
+        with self.lock:
+            to.append(item)
+
+    def _pose(self, m) -> None:
+        p = m.pose.position
+        self._add(self.poses, (self._stamp(m.header.stamp), self._np.array([p.x, p.y, p.z])))
+
+    def now(self) -> int:
+        """The newest TCP pose stamp: the robot's sim time."""
+        with self.lock:
+            return self.poses[-1][0] if self.poses else 0
+
+    def last(self) -> dict:
+        with self.lock:
+            return self.status[-1] if self.status else {}
+
+    def state(self) -> str:
+        with self.lock:
+            return self.states[-1][0] if self.states else ""
+
+    def moved(self, start_ns: int, end_ns: int, min_samples: int = 20) -> float:
+        """How far the TCP went between two sim times, m (its path's extent)."""
+        with self.lock:
+            path = self._np.array([p for t, p in self.poses if start_ns <= t <= end_ns])
+        assert len(path) >= min_samples, f"only {len(path)} poses between {start_ns} and {end_ns}"
+        return float(self._np.ptp(path, axis=0).max())
+
+    def stamps(self, start_ns: int, end_ns: int) -> set[int]:
+        with self.lock:
+            return {t for t, _ in self.poses if start_ns <= t <= end_ns}
+
+
+def run_cases(name: str, ros_domain: int, timeout: float = 1400) -> str:
+    """Run tests/<name> in a pytest process of its own whose Fast DDS uses the split graph's
+    transport (UDP + shared memory; read once per process, and this suite's is LARGE_DATA, whose
+    participants do not hear those). Its output; the assertion says why it failed."""
+    from graspvla_ros.graph import SPLIT_ENVIRONMENT
+
+    cases = Path(__file__).with_name(name)
+    # the inner conftest gives its module the domain after ROS_DOMAIN_ID: this module's own
+    env = {**os.environ, **SPLIT_ENVIRONMENT, "ROS_DOMAIN_ID": str(ros_domain - 1)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(cases)],
+                         capture_output=True, text=True, timeout=timeout, env=env)
+    assert out.returncode == 0, out.stdout[-20000:] + out.stderr[-5000:]
+    return out.stdout

@@ -146,3 +146,17 @@ def test_image_fields_padding_and_bgr():
     padded[:, :15] = rgb[..., ::-1].reshape(4, 15)
     out = pp.image_from_fields("bgr8", 5, 4, 16, padded.tobytes())
     np.testing.assert_array_equal(out, rgb)
+
+
+def test_view_crops_follow_each_cameras_intrinsics_and_keep_the_last_good_one():
+    from types import SimpleNamespace
+
+    crops = pp.ViewCrops()
+    assert crops.get("front") is None
+    d435 = SimpleNamespace(k=[615.0, 0, 320.0, 0, 615.0, 240.0, 0, 0, 1], width=640, height=480)
+    crops.update("front", d435)
+    assert crops.get("front") == pp.official_crop(640, 480) and crops.get("side") is None
+    narrow = SimpleNamespace(k=[2000.0, 0, 320.0, 0, 2000.0, 240.0, 0, 0, 1], width=640, height=480)
+    with pytest.raises(pp.FovError):
+        crops.update("front", narrow)
+    assert crops.get("front") == pp.official_crop(640, 480), "a refused camera_info keeps the crop it had"

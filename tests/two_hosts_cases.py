@@ -7,35 +7,29 @@ next instruction grasps.
 Run by tests/test_two_hosts.py in a process whose Fast DDS uses the split graph's transport."""
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from conftest import wait_for
-from helpers import SIM_CAMERAS, LineLog, PeerHost, graph_waiter, say_until
+from helpers import SIM_CAMERAS, GraphWatch, LineLog, PeerHost, graph_waiter, say_until
 from graspvla_ros.bringup import Bringup
 from graspvla_ros.bag import open_bag
 from graspvla_ros.graph import HOSTS, SPLIT_ENVIRONMENT, configure, recorder, sim_graph
 from graspvla_ros.nodes.common import call_trigger
 from graspvla_ros.nodes.convert import stamp_to_ns
-from graspvla_ros.nodes.sim_world_node import LATCHED
 from graspvla_ros.safety import SafetyLimits
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.timeout(1200)]
-LATCHED_LOG = QoSProfile(depth=50, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 HOLD_TIMEOUT = SafetyLimits().hold_timeout
 WINDOW_S = 5.0       # the latency chain's window in these cases: one that fits inside a grasp
 SLOW_LINK = (0.05, 0.02, 0.05)   # s delay, s jitter, loss: the issue's 50 ± 20 ms, 5 %
@@ -74,56 +68,17 @@ def hosts(new_loopback_host, bags):
         peer.close()
 
 
-class Robot:
-    """What the test sees on the robot host: TCP poses (sim stamps), controller states with the
-    newest pose stamp when each arrived, chunks, rejections and the policy's statuses."""
+class Robot(GraphWatch):
+    """What the test sees on the robot host, and the stamps of the chunks that arrived there."""
 
     def __init__(self, node):
-        self.lock = threading.RLock()
-        self.poses: list[tuple[int, np.ndarray]] = []
-        self.states: list[tuple[str, int]] = []
+        super().__init__(node)
         self.chunks: list[int] = []
-        self.rejections: list[str] = []
-        self.status: list[dict] = []
-        node.create_subscription(PoseStamped, "/graspvla/ee_pose", self._pose, 100)
-        node.create_subscription(String, "/controller/state", self._state, LATCHED_LOG)
         node.create_subscription(MultiDOFJointTrajectory, "/graspvla/action_chunk",
                                  lambda m: self._add(self.chunks, stamp_to_ns(m.header.stamp)), 50)
-        node.create_subscription(String, "/controller/rejection", lambda m: self._add(self.rejections, m.data), 50)
-        node.create_subscription(String, "/graspvla/status", lambda m: self._add(self.status, json.loads(m.data)),
-                                 LATCHED_LOG)
-        self.instruction = node.create_publisher(String, "/graspvla/instruction", 10)
-        self.set_target = node.create_publisher(String, "sim/set_target", LATCHED)
-        self.check = node.create_client(Trigger, "sim/check_success")
-        self.reset = node.create_client(Trigger, "sim/reset_objects")
 
-    def _add(self, to: list, item) -> None:
-        with self.lock:
-            to.append(item)
-
-    def _pose(self, m) -> None:
-        p = m.pose.position
-        self._add(self.poses, (stamp_to_ns(m.header.stamp), np.array([p.x, p.y, p.z])))
-
-    def _state(self, m) -> None:
-        with self.lock:
-            self.states.append((m.data, self.poses[-1][0] if self.poses else 0))
-
-    def now(self) -> int:
-        """The newest TCP pose stamp: the robot host's sim time."""
-        with self.lock:
-            return self.poses[-1][0] if self.poses else 0
-
-    def last(self) -> dict:
-        with self.lock:
-            return self.status[-1] if self.status else {}
-
-    def moved(self, start_ns: int, end_ns: int) -> float:
-        """How far the TCP went between two sim times, m (its path's extent)."""
-        with self.lock:
-            path = np.array([p for t, p in self.poses if start_ns <= t <= end_ns])
-        assert len(path) >= 50, f"only {len(path)} poses between {start_ns} and {end_ns}"
-        return float(np.ptp(path, axis=0).max())
+    def moved(self, start_ns: int, end_ns: int, min_samples: int = 50) -> float:
+        return super().moved(start_ns, end_ns, min_samples)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from graspvla_ros.camera.settings import ModelViewSettings
 from graspvla_ros.interfaces import DIAGNOSTICS, VIEWS, camera_info_topic, image_topic, model_view_topic
 from graspvla_ros.nodes.common import run
 from graspvla_ros.nodes.params import declare
-from graspvla_ros.preprocess import CropWindow, ImageError, crop_from_camera_info, encode_view, image_from_msg
+from graspvla_ros.preprocess import ImageError, ViewCrops, encode_view, image_from_msg
 from graspvla_ros.settings import build, params
 
 CONFIG = "model_view.yaml"
@@ -36,8 +36,7 @@ class ModelViewNode(Node):
     def __init__(self) -> None:
         super().__init__("model_view")
         self.settings = build(ModelViewSettings, declare(self, PARAMS))
-        self._crops: dict[str, CropWindow] = {}
-        self._crop_keys: dict[str, tuple] = {}
+        self._crops = ViewCrops()
         self._count: Counter[str] = Counter()    # frames.<view>, errors.<view>, bytes_in, bytes_out
         self._encode_s = 0.0
         self._problem = ""
@@ -54,21 +53,19 @@ class ModelViewNode(Node):
                                f"(256×256 JPEG q{self.settings.jpeg_quality}) on {model_view_topic('<view>')}")
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
-        key = (tuple(msg.k), msg.width, msg.height)
-        if self._crop_keys.get(view) == key:
-            return
         try:
-            self._crops[view], self._crop_keys[view] = crop_from_camera_info(msg), key
+            self._crops.update(view, msg)
         except ValueError as err:
             self._refuse(view, f"camera_info: {err}")
 
     def _on_image(self, view: str, msg: Image) -> None:
-        if view not in self._crops:  # the crop comes from the camera's intrinsics: none is sent without them
+        crop = self._crops.get(view)
+        if crop is None:  # the crop comes from the camera's intrinsics: none is sent without them
             self._count[f"no_camera_info.{view}"] += 1
             return
         start = time.perf_counter()
         try:
-            data = encode_view(image_from_msg(msg), self._crops[view], self.settings.jpeg_quality)
+            data = encode_view(image_from_msg(msg), crop, self.settings.jpeg_quality)
         except ImageError as err:
             self._refuse(view, str(err))
             return

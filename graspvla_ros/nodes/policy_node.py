@@ -45,7 +45,7 @@ from graspvla_ros.policy.link import LOST
 from graspvla_ros.policy.loop import QUIET_SKIPS, VIEWS, Cycle, PolicyLoop, Skip
 from graspvla_ros.policy.observation import Frame
 from graspvla_ros.policy.settings import PolicySettings
-from graspvla_ros.preprocess import CropWindow, ImageError, crop_from_camera_info, decode_view, image_from_msg
+from graspvla_ros.preprocess import ImageError, ViewCrops, decode_view, image_from_msg
 from graspvla_ros.settings import build, params
 
 CONFIG = 'policy.yaml'
@@ -57,8 +57,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy")
         s = build(PolicySettings, declare(self, PARAMS, on_change=self._on_change))
-        self._crops: dict[str, CropWindow] = {}
-        self._crop_keys: dict[str, tuple] = {}
+        self._crops = ViewCrops()
         self._last_reason = ""
         self._skips: Counter[str] = Counter()
         self._cycles = 0
@@ -181,12 +180,8 @@ class PolicyNode(Node):
         return self._now()
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
-        """The crop window, recomputed only when the intrinsics change."""
-        key = (tuple(msg.k), msg.width, msg.height)
-        if self._crop_keys.get(view) == key:
-            return
         try:
-            self._crops[view], self._crop_keys[view] = crop_from_camera_info(msg), key
+            self._crops.update(view, msg)
         except ValueError as err:
             self._skip(Skip("bad_camera", f"{view}: {err}"))
 
