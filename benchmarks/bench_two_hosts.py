@@ -30,7 +30,13 @@ STAGES = ("received", "inference_start", "inference_end", "published", "controll
 
 
 def _link_bytes(dev: str) -> int:
-    return sum(int(open(f"/sys/class/net/{dev}/statistics/{k}_bytes").read()) for k in ("rx", "tx"))
+    """Bytes received + sent on `dev` (/proc/net/dev is this network namespace's; /sys may not be)."""
+    for line in open("/proc/net/dev"):
+        name, _, counters = line.partition(":")
+        if name.strip() == dev:
+            fields = counters.split()
+            return int(fields[0]) + int(fields[8])
+    raise FileNotFoundError(f"no interface {dev} in /proc/net/dev")
 
 
 class Probe:
@@ -100,7 +106,7 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"no {what} within {timeout:.0f} s")
 
 
-def _episode(probe: Probe, seed: int, names: list[str]) -> tuple[bool, float, dict]:
+def _episode(probe: Probe, seed: int, names: list[str]) -> tuple[bool, float, dict, str]:
     from graspvla_ros.nodes.common import call_trigger
 
     reply = call_trigger(probe.reset, 60)
@@ -125,8 +131,13 @@ def _episode(probe: Probe, seed: int, names: list[str]) -> tuple[bool, float, di
             chain = probe.chain() or chain   # the window while the episode's cycles are in it
             return False
         return True
-    _wait(ended, EPISODE_TIMEOUT, f"the end of the grasp of the {target}")
-    return probe.last()["phase"] == "succeeded", time.monotonic() - start, chain
+    try:
+        _wait(ended, EPISODE_TIMEOUT, f"the end of the grasp of the {target}")
+    except TimeoutError:
+        probe.say.publish(probe.String(data="stop"))
+        return False, time.monotonic() - start, chain, f"no end within {EPISODE_TIMEOUT:.0f} s"
+    last = probe.last()
+    return last["phase"] == "succeeded", time.monotonic() - start, chain, f"{last['phase']}: {last.get('reason', '')}"
 
 
 def run(episodes: int) -> str:
@@ -157,11 +168,11 @@ def run(episodes: int) -> str:
                     results, chains = [], []
                     link0, encoder0, t0 = _link_bytes(peer.here), probe.encoder(), time.monotonic()
                     for k in range(episodes):
-                        ok, seconds, chain = _episode(probe, 1000 + k, names)
+                        ok, seconds, chain, outcome = _episode(probe, 1000 + k, names)
                         results.append((ok, seconds))
                         chains.append(chain)
                         print(f"{hosts} host(s), delay {delay * 1e3:.0f} ms, episode {k + 1}/{episodes}: "
-                              f"{'grasped' if ok else 'failed'} in {seconds:.1f} s", flush=True)
+                              f"{'grasped' if ok else 'failed'} in {seconds:.1f} s ({outcome})", flush=True)
                         assert not graph.failed(), graph.failed()
                     span = time.monotonic() - t0
                     encoder = probe.encoder()
