@@ -39,7 +39,8 @@ class SafetyLimits:
     max_chunk_age: float = setting(
         1.0, "s, older observations are refused (the official eager client sends chunks 0.5–0.7 s after their "
              "observation)", live=True)
-    hold_timeout: float = setting(1.0, "s without a chunk before HOLDING", live=True)
+    hold_timeout: float = setting(1.0, "s without a chunk before HOLDING: the running motion is stopped then",
+                                  live=True)
     frame_id: str = "base"
 
     def __post_init__(self) -> None:

@@ -18,9 +18,14 @@ pytestmark = pytest.mark.sim
 DT = 0.1
 
 
+# Longer than a lone chunk's motion (0.8 s) on this host's clock even when the simulator runs at half
+# speed: the watchdog stops a motion still under way; the watchdog's own tests shorten it.
+HOLD_TIMEOUT = 2.0
+
+
 @pytest.fixture
 def executor(sim_host):
-    with ArmController(sim_controller_settings(sim_host, **{"safety.hold_timeout": 0.6})) as ex:
+    with ArmController(sim_controller_settings(sim_host, **{"safety.hold_timeout": HOLD_TIMEOUT})) as ex:
         ex.home()
         yield ex
 
@@ -187,6 +192,7 @@ def test_watchdog_holds_when_chunks_stop(executor):
     """One chunk, then none: RUNNING, then HOLDING once `hold_timeout` passed without a chunk,
     and the arm stays where the last motion ended."""
     states = []
+    executor.apply("safety.hold_timeout", 0.6)
     executor.add_state_listener(lambda state, why: states.append((state, why)))
     executor.submit(make_chunk(executor, step_rows(8, (0.003, 0, 0))))
     wait_for(lambda: executor.state == ControllerState.HOLDING, 10, "HOLDING after the chunks stopped")
@@ -196,6 +202,26 @@ def test_watchdog_holds_when_chunks_stop(executor):
     held = wait_at_rest(executor, 10, "the arm at rest").ee.position
     time.sleep(0.5)
     np.testing.assert_allclose(executor.read_state().ee.position, held, atol=1e-3)
+
+
+def test_the_watchdog_stops_a_motion_still_under_way(executor):
+    """A chunk whose motion outlasts `hold_timeout` (8 steps of 5 mm, 0.5 s apart: 4 s) and no
+    chunk after it: the watchdog's HOLDING stops the arm there and then, far short of the chunk's
+    end, and the arm stays; HOLDING never names a hold the arm does not keep."""
+    executor.apply("safety.hold_timeout", 0.6)
+    start = executor.read_state().ee.position
+    chunk = ActionChunk(executor.clock(), 0.5, "base", np.asarray(step_rows(8, (0.005, 0, 0)), float),
+                        executor.read_state().ee)
+    executor.submit(chunk)
+    wait_for(lambda: executor.state == ControllerState.HOLDING, 10, "the watchdog's HOLDING")
+    holding = executor.read_state().robot_time
+
+    def after(s: float):   # the state once `s` of robot time passed since HOLDING was seen
+        wait_for(lambda: executor.read_state().robot_time > holding + s, 10, f"{s} s of robot time")
+        return executor.read_state()
+    held = after(0.5).ee.position   # decelerated to rest by then, and it stays
+    assert held[0] - start[0] < 0.015, f"the arm went {(held[0] - start[0]) * 1e3:.1f} mm of the chunk's 40 mm"
+    np.testing.assert_allclose(after(1.5).ee.position, held, atol=1e-3)
 
 
 def test_workspace_box_holds(executor):

@@ -190,11 +190,14 @@ class ArmController:
         motion's type); every chunk is refused until `release`. The stop is issued under the lock
         after the new epoch began, so no later motion of an older job can overwrite it. With the
         robot not answering, the robot has stopped itself; the e-stop stays latched."""
-        self._stop(ControllerState.ESTOPPED, "e-stop requested")
+        with self._lock:
+            self._stop(ControllerState.ESTOPPED, "e-stop requested")
 
     def hold(self) -> None:
         """Stop the current motion, drop the pending chunk, hold the pose; later chunks run again."""
-        self._stop(ControllerState.HOLDING, "hold requested", refuse_if="hold")
+        with self._lock:
+            self._refuse_if_latched("hold")
+            self._stop(ControllerState.HOLDING, "hold requested")
 
     def release(self) -> None:
         """End an e-stop: IDLE (DISCONNECTED while the robot does not answer)."""
@@ -260,22 +263,18 @@ class ArmController:
         if self.machine.state in LATCHED:
             raise RuntimeError(f"cannot {what} while {self.machine.state.value}")
 
-    def _stop(self, state: ControllerState, why: str, refuse_if: str = "") -> None:
-        """A new epoch in `state`, the pending chunk dropped, the stop motion issued (all under
-        the lock); a stop the robot refuses or cannot hear is said, and the worker sees why."""
-        with self._lock:
-            if refuse_if:
-                self._refuse_if_latched(refuse_if)
-            self.machine.interrupt(state, why)
-            self.slot.clear()
-            try:
-                if self.arm is not None:
-                    self.arm.stop()
-                error = None if self.arm is not None else "not connected"
-            except Exception as err:  # the robot refused or is gone
-                error = err
-        if error:
-            log.warning("%s: the stop motion failed (%s); the robot's own reaction stops the arm", why, str(error))
+    def _stop(self, state: ControllerState, why: str) -> None:
+        """A new epoch in `state`, the pending chunk dropped, the stop motion issued (call with the
+        lock held); a stop the robot refuses or cannot hear is said (rare: logged under the lock),
+        and the worker sees why."""
+        self.machine.interrupt(state, why)
+        self.slot.clear()
+        try:
+            if self.arm is None:
+                raise ConnectionError("not connected")
+            self.arm.stop()
+        except Exception as err:  # the robot refused or is gone
+            log.warning("%s: the stop motion failed (%s); the robot's own reaction stops the arm", why, err)
 
     # --- for the worker's parts -------------------------------------------------------
     def interrupt(self, state: ControllerState, why: str) -> int:
@@ -302,9 +301,9 @@ class ArmController:
                 if not self._running:
                     return
                 home, self._home_job = self._home_job, None
+                self._watchdog()
                 chunk = None if home or self.arm is None else self.slot.take()
                 epoch = self.machine.epoch
-                self._watchdog()
                 if home or chunk is not None:
                     self.still_since_ns = NEVER
             try:
@@ -342,8 +341,10 @@ class ArmController:
             self.interrupt(ControllerState.FAULT, f"fault reaction failed: {type(err).__name__}: {err}")
 
     def _watchdog(self) -> None:
-        """No fresh chunk for hold_timeout: let the motion end at its (at rest) last target and hold."""
+        """No fresh chunk for hold_timeout (a policy or link gone): hold as `hold` does, the running
+        motion stopped now, so HOLDING always means the arm decelerates to rest (under the lock: no
+        chunk slips in between the decision and the stop)."""
         if self.machine.state == ControllerState.RUNNING and \
                 self.clock() - self.last_chunk_ns > self.limits.hold_timeout * 1e9:
-            self.machine.set(ControllerState.HOLDING, f"no chunk for {self.limits.hold_timeout} s")
+            self._stop(ControllerState.HOLDING, f"no chunk for {self.limits.hold_timeout} s")
 
