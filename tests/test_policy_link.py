@@ -64,5 +64,8 @@ def test_the_latency_chain_reads_both_nodes_windows_and_marks_a_stage_past_its_b
     assert list(rows) == [s.name for s in STAGES]
     assert rows["published"][0] == pytest.approx(114.5) and not rows["published"][2]
     assert rows["motion_updated"] == (900.0, 900.0, True), "past its 700 ms budget"
-    now[0] += 60.0
-    assert policy.diagnostics() == {}, "a window with no cycle for 20 s is empty"
+    now[0] += 60.0   # the window ends at the newest cycle: an ended episode's chain stays, with its age
+    later = policy.diagnostics()
+    assert later["latency.received.p50_ms"] == "54.5" and later["latency.received.n"] == "100"
+    assert later["latency.window_s"] == "20" and later["latency.last_s_ago"] == "60.0", later
+    assert LatencyWindow(POLICY_STAGES).diagnostics() == {}, "no cycle yet: nothing to say"

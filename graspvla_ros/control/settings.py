@@ -78,8 +78,8 @@ class ControllerSettings:
     tcp_frame: str = setting("graspvla_tcp", "child frame of `/tf` base → TCP (not the URDF's `fr3_hand_tcp`: a "
                                              "robot_state_publisher may publish that one)")
     tf_rate_hz: float = setting(50.0, "rate of `/tf` base → `tcp_frame` (0: off; needs the tf2_msgs package)")
-    latency_window: float = setting(WINDOW_S, "s of chunks (steady clock) the latency chain's p50/p99 on /diagnostics "
-                                              "cover")
+    latency_window: float = setting(WINDOW_S, "s of chunks (steady clock) up to the newest that the latency "
+                                              "chain's p50/p99 on /diagnostics cover")
     arm_id: str = setting("fr3", "joint name prefix (`panda` for a Panda)")
     home_on_start: bool = setting(True, "home (open the gripper, then move to the reset pose) after connecting")
     dry_run: bool = setting(

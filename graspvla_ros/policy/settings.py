@@ -65,8 +65,8 @@ class PolicySettings:
         1.0, "s without a TCP pose from the controller (the robot host, on two machines the link to it) after which "
              "the running episode ends (`link_lost`): a person re-sends the instruction once the link is back; "
              "0 = not watched. On this host's steady clock")
-    latency_window: float = setting(WINDOW_S, "s of cycles (steady clock) the latency chain's p50/p99 on /diagnostics "
-                                              "cover")
+    latency_window: float = setting(WINDOW_S, "s of cycles (steady clock) up to the newest that the latency "
+                                              "chain's p50/p99 on /diagnostics cover")
     link_emulation: str = setting(
         '', "TESTS ONLY, where the kernel has no `tc netem`: a slow, lossy link to the robot host emulated in this "
             "node, `delay=0.05,jitter=0.02,loss=0.05` (s, s, fraction): the views and TCP poses it receives and the "
