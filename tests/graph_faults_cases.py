@@ -226,8 +226,15 @@ def test_a_policy_sigkilled_mid_chunk_leaves_the_arm_held_and_a_restarted_one_gr
     _held_after(graph, watch, n_states, kill_ns, "the policy was killed")
     _restart(graph, log, spec)
     until(lambda: watch.last().get("phase") == "idle", 120, "the restarted policy's status")
-    _start(graph, watch, "blue cylinder")   # its episode 1 runs after the hold it asks for (control.order)
-    until(lambda: watch.last()["phase"] != "running", 300, "the restarted policy's grasp to end")
+    for attempt in range(2):
+        since = log.mark()
+        _start(graph, watch, "blue cylinder")   # its episode 1 runs after the hold it asks for (control.order)
+        until(lambda: watch.last()["phase"] != "running", 300, "the restarted policy's grasp to end")
+        if not (attempt == 0 and watch.last()["phase"] == "link_lost" and log.has("Net Exception", since)):
+            break
+        # the simulator, starved of CPU, dropped its robot link (libfranka's Net Exception, seen once in CI):
+        # a fault of its own, which the controller reconnects from; the restarted policy is asked again
+        until(lambda: watch.state() in ("IDLE", "HOLDING"), 120, "the controller back on the simulated robot")
     assert watch.last()["phase"] == "succeeded", watch.last()
     _clean(graph, log)
     _recorded(bags, watch.stamps(kill_ns, watch.now()))

@@ -196,9 +196,14 @@ class LineLog:
         with self._lock:
             return "".join(self._lines)
 
-    def has(self, text: str) -> bool:
+    def has(self, text: str, since: int = 0) -> bool:
+        """`text` in a line written since `mark()` returned `since`."""
         with self._lock:
-            return any(text in line for line in self._lines)
+            return any(text in line for line in self._lines[since:])
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._lines)
 
 
 class GraphWatch:

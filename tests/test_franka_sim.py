@@ -23,9 +23,14 @@ DT = 0.1
 HOLD_TIMEOUT = 2.0
 
 
+def sim_settings(host: str, **params):
+    """The sim graph's controller settings, with this module's HOLD_TIMEOUT."""
+    return sim_controller_settings(host, **{"safety.hold_timeout": HOLD_TIMEOUT, **params})
+
+
 @pytest.fixture
 def executor(sim_host):
-    with ArmController(sim_controller_settings(sim_host, **{"safety.hold_timeout": HOLD_TIMEOUT})) as ex:
+    with ArmController(sim_settings(sim_host)) as ex:
         ex.home()
         yield ex
 
@@ -236,7 +241,7 @@ def test_workspace_box_holds(executor):
 
 def test_gripper_grasps_and_lifts_a_cube(new_loopback_host):
     """In-process sim, so the test can read where the cube really is."""
-    with SimServer(new_loopback_host(), scene=add_cube) as sim, ArmController(sim_controller_settings(sim.host)) as ex:
+    with SimServer(new_loopback_host(), scene=add_cube) as sim, ArmController(sim_settings(sim.host)) as ex:
         ex.home()
         cube_start = sim.body_position("cube")
         above = Pose.from_xyz_rpy((*cube_start[:2], 0.15), (-np.pi, 0.0, np.pi / 4))
@@ -370,7 +375,7 @@ def test_listeners_run_outside_the_lock(executor):
 
 
 def test_close_joins_the_worker_before_letting_the_robot_go(sim_host):
-    ex = ArmController(sim_controller_settings(sim_host)).connect()
+    ex = ArmController(sim_settings(sim_host)).connect()
     ex.home()
     ex.submit(make_chunk(ex, step_rows(8, (0, 0, -0.004)) + [[0, 0, 0, 0, 0, 0, -1.0]]))
     wait_for(lambda: ex.state == ControllerState.GRIPPER, 5, "the gripper change to start")
@@ -430,8 +435,7 @@ def test_a_gripper_change_on_an_overdue_step_still_happens(executor):
 def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
     """Chunks that drive the open hand 3 cm into the floor: the contact force (from MuJoCo's
     contacts, sim.server.external_force) exceeds 15 N, the controller lifts 5 cm and goes IDLE."""
-    settings = sim_controller_settings(sim_host, **{"safety.workspace_min": (0.2, -0.4, -0.05),
-                                                    "safety.hold_timeout": 0.6})
+    settings = sim_settings(sim_host, **{"safety.workspace_min": (0.2, -0.4, -0.05), "safety.hold_timeout": 0.6})
     with ArmController(settings) as ex:
         ex.home()
         rotation = ex.read_state().ee.rotation
@@ -455,7 +459,7 @@ def test_pressing_into_the_floor_ends_in_the_retreat_not_fault(sim_host):
 def test_streaming_with_a_tcp_offset_reaches_tcp_targets(sim_host):
     """With the official +3 cm finger extensions the TCP, not the flange, follows the chunk,
     also while the hand turns (the flange's velocity is corrected for the offset)."""
-    with ArmController(sim_controller_settings(sim_host, tcp_offset=0.03)) as ex:
+    with ArmController(sim_settings(sim_host, tcp_offset=0.03)) as ex:
         ex.home()
         np.testing.assert_allclose(ex.read_state().ee.position, HOME_POSITION, atol=2e-3)
         chunk = make_chunk(ex, [[0.004, 0.0, -0.003, 0.0, 0.0, 0.04, 0.0]] * 8)
@@ -519,10 +523,10 @@ def test_home_while_a_joint_motion_runs_ends_it_and_homes(executor):
 def test_dry_run_plans_every_motion_but_never_moves_the_arm(sim_host):
     """dry_run: home and chunks (with a gripper close) are computed and handed to `on_planned`,
     and the arm and the fingers stay where they are."""
-    with ArmController(sim_controller_settings(sim_host)) as ex:
+    with ArmController(sim_settings(sim_host)) as ex:
         ex.home()
         ex.move_to(Pose(np.add(HOME_POSITION, (0.05, 0.0, -0.05)), ex.read_state().ee.rotation))
-    with ArmController(sim_controller_settings(sim_host, dry_run=True)) as ex:
+    with ArmController(sim_settings(sim_host, dry_run=True)) as ex:
         planned = []
         ex.on_planned = planned.append
         start = ex.read_state()
