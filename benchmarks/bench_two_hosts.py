@@ -67,6 +67,7 @@ class Probe:
         self.target = self.node.create_publisher(String, "sim/set_target", QoSProfile(
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE))
         self.reset = self.node.create_client(Trigger, "sim/reset_objects")
+        self.clock = self.node.create_client(Trigger, "/controller/clock")   # the graph's (sim) clock
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -90,6 +91,14 @@ class Probe:
             values = {**self.diagnostics.get("graspvla/policy", {}), **self.diagnostics.get("graspvla/controller", {})}
         return {s: (float(values[f"latency.{s}.p50_ms"]), float(values[f"latency.{s}.p99_ms"]))
                 for s in STAGES if f"latency.{s}.p50_ms" in values}
+
+    def sim_now(self) -> tuple[int, float]:
+        """(the controller's clock in ns, this host's monotonic s) at once: the simulator's pace."""
+        from graspvla_ros.nodes.common import call_trigger
+        reply = call_trigger(self.clock, 30)
+        if reply is None or not reply.success:
+            raise RuntimeError("no answer from /controller/clock")
+        return int(reply.message), time.monotonic()
 
     def encoder(self) -> dict[str, str]:
         with self.lock:
@@ -167,6 +176,7 @@ def run(episodes: int) -> str:
                         _set_link(probe, f"delay={delay}" if delay else "")
                     results, chains = [], []
                     link0, encoder0, t0 = _link_bytes(peer.here), probe.encoder(), time.monotonic()
+                    sim0 = probe.sim_now()
                     for k in range(episodes):
                         ok, seconds, chain, outcome = _episode(probe, 1000 + k, names)
                         results.append((ok, seconds))
@@ -175,11 +185,13 @@ def run(episodes: int) -> str:
                               f"{'grasped' if ok else 'failed'} in {seconds:.1f} s ({outcome})", flush=True)
                         assert not graph.failed(), graph.failed()
                     span = time.monotonic() - t0
+                    sim1 = probe.sim_now()
+                    pace = (sim1[0] - sim0[0]) / 1e9 / (sim1[1] - sim0[1])
                     encoder = probe.encoder()
                     raw = (int(encoder["bytes_in"]) - int(encoder0.get("bytes_in", 0))) / span
                     sent = (int(encoder["bytes_out"]) - int(encoder0.get("bytes_out", 0))) / span
                     link = (_link_bytes(peer.here) - link0) / span if hosts == "two" else None
-                    rows.append((hosts, delay, results, chains, link, raw, sent))
+                    rows.append((hosts, delay, results, chains, link, raw, sent, pace))
             probe.status.clear()
             probe.controller = ""
     finally:
@@ -205,13 +217,15 @@ def _markdown(rows, episodes: int) -> str:
              "network namespace joined by a veth pair, each leg delayed by the policy node's `link_emulation`",
              f"(this kernel has no netem qdisc). {episodes} seeded episodes per row (objects re-placed, seeded",
              "target), expert backend, 640×480 sim cameras at 10 Hz. Both runs use the split graph's transport",
-             "(UDP + shared memory). The latency chain is ms after the views' exposure on the sim graph's clock",
-             "(slower than the wall clock here: the simulator is CPU-bound), p50 / p99 over the last 10 s of each",
-             "episode, median over the episodes.", "",
-             "| hosts | one-way delay | grasped | time per grasp p50 | link bytes/s (both ways) | views sent / raw "
-             "frames read |" + "".join(f" {s} p50 / p99 |" for s in STAGES),
-             "|---|---|---|---|---|---|" + "---|" * len(STAGES)]
-    for hosts, delay, results, chains, link, raw, sent in rows:
+             "(UDP + shared memory). The latency chain is ms after the views' exposure on the sim graph's clock,",
+             "p50 / p99 over the last 10 s of each episode, median over the episodes. That clock is the",
+             "simulator's, slower than the wall clock here (the simulator is CPU-bound): `sim pace` is sim s per",
+             "wall s over the row, so a wall-clock delay shows on the chain multiplied by it. Times per grasp are",
+             "wall clock.", "",
+             "| hosts | one-way delay (wall) | grasped | time per grasp p50 | sim pace | link bytes/s (both ways) | "
+             "views sent / raw frames read |" + "".join(f" {s} p50 / p99 |" for s in STAGES),
+             "|---|---|---|---|---|---|---|" + "---|" * len(STAGES)]
+    for hosts, delay, results, chains, link, raw, sent, pace in rows:
         ok = sum(r[0] for r in results)
         times = np.median([r[1] for r in results])
         stages = []
@@ -219,11 +233,12 @@ def _markdown(rows, episodes: int) -> str:
             got = [c[s] for c in chains if s in c]
             stages.append(f" {np.median([g[0] for g in got]):.0f} / {np.median([g[1] for g in got]):.0f} |" if got
                           else " – |")
-        lines.append(f"| {hosts} | {delay * 1e3:.0f} ms | {ok}/{len(results)} | {times:.1f} s | "
+        lines.append(f"| {hosts} | {delay * 1e3:.0f} ms | {ok}/{len(results)} | {times:.1f} s | {pace:.2f} | "
                      f"{'–' if link is None else f'{link / 1e3:.0f} kB/s'} | "
                      f"{sent / 1e3:.0f} of {raw / 1e3:.0f} kB/s ({sent / raw:.1%}) |" + "".join(stages))
     lines += ["", "Raw frames: what model_view_node read from the cameras on the robot host (rgb8); only its JPEG views "
-              "cross the link, with the TCP poses (200 Hz), joint states, controller state, chunks and diagnostics."]
+              "cross the link, with the sim graph's /clock, the TCP poses (200 Hz), joint states, /tf, controller "
+              "state, chunks, diagnostics and DDS discovery: the link's bytes/s counts them all."]
     return "\n".join(lines)
 
 
