@@ -216,8 +216,9 @@ def print_chain(policy: dict[str, str], controller: dict[str, str]) -> None:
                                                     n for n, d in (("the policy", policy), ("the controller", controller))
                                                     if not d) + ")"))
         return
-    window = (f"the {policy.get('latency.window_s', '?')} s of cycles up to the last, "
-              f"{policy.get('latency.last_s_ago', '?')} s ago")
+    both = {**controller, **policy}   # the window of the policy's cycles, else of the controller's chunks
+    window = (f"the {both.get('latency.window_s', '?')} s of cycles up to the last, "
+              f"{both.get('latency.last_s_ago', '?')} s ago")
     print(f"latency chain, ms after the views' exposure (robot host's clock; {window}):")
     print(f"  {'stage':<36}{'p50':>8}{'p99':>8}{'budget':>8}")
     for stage, p50, p99, over in rows:
